@@ -1,0 +1,1 @@
+"""The OpenAI-shaped HTTP surface: one module per surface."""

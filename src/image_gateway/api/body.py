@@ -1,0 +1,78 @@
+"""Reading request bodies: size-capped, JSON or multipart, into plain values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from ..errors import GatewayError, InvalidRequest
+from ..providers.base import InputImage
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the gateway's limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"Request body is larger than the gateway's limit of {limit} bytes.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # let request.form() reuse what we read
+    return body
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequest("Request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        raise InvalidRequest(f"Request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+async def read_form(request: Request, limit: int) -> tuple[dict[str, str], dict[str, list[InputImage]]]:
+    """Form fields (strings, as the SDK sends them) and files grouped by normalised name.
+
+    `image`, `image[]` and `image[0]`, `image[1]`... all land under "image".
+    """
+    await read_body(request, limit)
+    try:
+        form = await request.form(max_files=64, max_fields=256, max_part_size=limit)
+    except Exception as e:  # python-multipart raises several types for a malformed body
+        raise InvalidRequest(f"Malformed multipart body: {getattr(e, 'detail', e)}", code="invalid_multipart") \
+            from None
+    fields: dict[str, str] = {}
+    files: dict[str, list[InputImage]] = {}
+    for key, value in form.multi_items():
+        name = key.split("[", 1)[0]
+        if isinstance(value, UploadFile):
+            data = await value.read()
+            if not data:
+                continue
+            files.setdefault(name, []).append(
+                InputImage(data=data, filename=value.filename or f"{name}.png",
+                           content_type=value.content_type or "application/octet-stream"))
+        elif value != "":  # the SDK sends None as ""
+            fields[key] = value
+    await form.close()
+    return fields, files

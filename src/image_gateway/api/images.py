@@ -1,0 +1,188 @@
+"""POST /v1/images/generations, /edits, /variations: OpenAI's wire shapes, one code path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..config import Route
+from ..errors import GatewayError, InvalidRequest
+from ..media.deliver import Delivery
+from ..providers.base import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
+from ..routing.keys import KeySource
+from ..runtime import Runtime
+from ..schemas.images import FIELDS, validate_params
+from ..schemas.responses import encode, images_response
+from . import sse
+from .auth import authenticate
+from .body import decode_json_object, is_multipart, read_body, read_form
+
+# Body fields that are ours (not forwarded as provider extras).
+_OWN = FIELDS | {"images", "image", "mask"}
+
+
+def build_request(rt: Runtime, op: Operation, raw: dict[str, Any], strict: bool) -> tuple[ImageRequest, Route]:
+    """Validate once: route defaults fill what the caller left out, then every field is checked."""
+    model = raw.get("model") or rt.cfg.default_model
+    if not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string.", param="model")
+    route = rt.router.resolve(model)
+    for k, v in route.defaults.items():
+        if k not in raw or raw[k] in (None, ""):
+            raw[k] = v
+    raw["model"] = model
+    params = validate_params(raw, strict=strict)
+    prompt = params.prompt
+    if op != "variation":
+        if not prompt or not prompt.strip():
+            raise InvalidRequest("'prompt' is required and must not be empty.", param="prompt",
+                                 code="missing_required_parameter")
+    extra = {k: v for k, v in raw.items() if k not in _OWN}
+    req = ImageRequest(
+        operation=op, prompt=prompt or "", model=model, n=params.n, size=params.size, quality=params.quality,
+        style=params.style, response_format=params.response_format, output_format=params.output_format,
+        output_compression=params.output_compression, background=params.background, moderation=params.moderation,
+        input_fidelity=params.input_fidelity, partial_images=params.partial_images, stream=params.stream,
+        user=params.user, extra=extra,
+    )
+    return req, route
+
+
+def _json_image(item: Any, param: str) -> InputImage:
+    """`{"image_url": ...}` (or a bare URL string, as some relays send) → an InputImage."""
+    url = item.get("image_url") if isinstance(item, dict) else item
+    if isinstance(url, dict):  # chat-style {"image_url": {"url": ...}}
+        url = url.get("url")
+    if isinstance(item, dict) and item.get("file_id"):
+        raise InvalidRequest("file_id references are not supported by this gateway; send image_url.", param=param)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+        raise InvalidRequest(f"'{param}' must be an http(s) URL or a data URL.", param=param)
+    return InputImage(url=url)
+
+
+async def parse(request: Request, rt: Runtime, op: Operation) -> tuple[ImageRequest, Route]:
+    limit = rt.cfg.max_body_bytes
+    if op != "generate" and is_multipart(request):
+        fields, files = await read_form(request, limit)
+        req, route = build_request(rt, op, dict(fields), strict=False)
+        req.images = files.get("image", [])
+        masks = files.get("mask", [])
+        req.mask = masks[0] if masks else None
+    else:
+        if op == "variation":
+            raise InvalidRequest("Variations take multipart/form-data with an 'image' file.", param="image")
+        raw = decode_json_object(await read_body(request, limit))
+        images = raw.get("images", raw.get("image"))
+        mask = raw.get("mask")
+        req, route = build_request(rt, op, raw, strict=True)
+        if op == "edit":
+            items = images if isinstance(images, list) else [images] if images else []
+            req.images = [_json_image(it, "images") for it in items]
+            req.mask = _json_image(mask, "mask") if mask else None
+    if op != "generate" and not req.images:
+        raise InvalidRequest("'image' is required: send at least one image file.", param="image",
+                             code="missing_required_parameter")
+    if len(req.images) > 16:
+        raise InvalidRequest("At most 16 images may be sent.", param="image")
+    return req, route
+
+
+def delivery_for(request: Request, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
+                 stream: bool = False) -> Delivery:
+    native = result_meta.get("output_format")
+    convert = req.output_format if req.output_format and native != req.output_format else None
+    fmt = "b64_json" if stream else (req.response_format or "")
+    base = rt.cfg.public_base_url or str(request.base_url).rstrip("/")
+    return Delivery(fmt, convert, req.output_compression if convert else None, base)
+
+
+def _served(request: Request, route: Route) -> dict[str, str]:
+    request.scope["state"]["route"] = route.name
+    request.scope["state"]["provider"] = route.provider
+    return {"X-Gateway-Model": route.name, "X-Gateway-Provider": route.provider}
+
+
+async def finish(request: Request, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
+    d = delivery_for(request, rt, req, result.meta)
+    if not d.response_format:
+        # Caller did not ask: give what the upstream gave (no conversion cost).
+        d = Delivery("b64_json" if result.images[0].b64 is not None else "url", d.output_format,
+                     d.output_compression, d.base_url)
+    data = await rt.deliverer.all(result.images, d)
+    meta = dict(result.meta)
+    if d.output_format:
+        meta["output_format"] = d.output_format
+    meta.pop("provider_note", None)
+    return images_response(data, result.usage, meta)
+
+
+async def handle(request: Request, op: Operation) -> Response:
+    rt: Runtime = request.app.state.rt
+    keys = authenticate(request, rt.cfg)
+    req, route = await parse(request, rt, op)
+    headers = _served(request, route)
+    if req.stream:
+        return StreamingResponse(sse.with_keepalive(stream_events(request, rt, route, req, keys), 15.0),
+                                 media_type="text/event-stream", headers={**sse.HEADERS, **headers})
+    result: ProviderResult | None = None
+    async for ev in rt.router.events(route, req, keys, request.scope["state"]["request_id"]):
+        if isinstance(ev, ProviderResult):
+            result = ev
+    if result is None:
+        raise GatewayError("The provider ended without a result.", status=502, type="upstream_error")
+    body = await finish(request, rt, req, result)
+    return Response(encode(body), media_type="application/json", headers=headers)
+
+
+async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageRequest,
+                        keys: KeySource) -> AsyncIterator[bytes]:
+    """OpenAI's image SSE for any provider: partial images, completed images, then [DONE]."""
+    prefix = "image_edit" if req.operation == "edit" else "image_generation"
+    partials_left = req.partial_images or 0
+    partial_index = 0
+    try:
+        async for ev in rt.router.events(route, req, keys, request.scope["state"]["request_id"]):
+            if isinstance(ev, StreamEvent):
+                yield sse.event(ev.data, str(ev.data.get("type") or ""))
+            elif isinstance(ev, Progress):
+                if ev.preview is not None and partials_left > 0:
+                    d = delivery_for(request, rt, req, {}, stream=True)
+                    img = await rt.deliverer.one(ev.preview, d)
+                    partials_left -= 1
+                    yield sse.event({"type": f"{prefix}.partial_image", "b64_json": img["b64_json"],
+                                     "partial_image_index": partial_index, "progress": ev.percent},
+                                    f"{prefix}.partial_image")
+                    partial_index += 1
+                else:
+                    yield f": progress {ev.percent}%\n\n".encode()
+            elif isinstance(ev, ProviderResult):
+                d = delivery_for(request, rt, req, ev.meta, stream=True)
+                data = await rt.deliverer.all(ev.images, d)
+                fmt = d.output_format or ev.meta.get("output_format") or req.output_format or "png"
+                for item in data:
+                    payload: dict[str, Any] = {"type": f"{prefix}.completed", "b64_json": item["b64_json"],
+                                               "output_format": fmt}
+                    for k in ("background", "quality", "size"):
+                        if k in ev.meta:
+                            payload[k] = ev.meta[k]
+                    if ev.usage:
+                        payload["usage"] = ev.usage
+                    yield sse.event(payload, f"{prefix}.completed")
+        yield sse.DONE
+    except GatewayError as e:
+        yield sse.error_event(e)
+
+
+async def generations(request: Request) -> Response:
+    return await handle(request, "generate")
+
+
+async def edits(request: Request) -> Response:
+    return await handle(request, "edit")
+
+
+async def variations(request: Request) -> Response:
+    return await handle(request, "variation")

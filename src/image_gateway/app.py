@@ -1,0 +1,68 @@
+"""Builds the ASGI app from a Config snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from .api import health, images, models
+from .api.errors import gateway_error_handler, http_error_handler
+from .api.middleware import RequestContext
+from .config import Config, load_config
+from .errors import GatewayError
+from .logs import setup_logging
+from .runtime import Runtime
+
+log = logging.getLogger("image_gateway")
+
+
+def build_app(cfg: Config) -> Starlette:
+    rt = Runtime(cfg)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt.store.ensure()
+        sweeper = asyncio.create_task(rt.store.sweep_forever())
+        log.info("gateway ready", extra={"listen": f"{cfg.host}:{cfg.port}", "routes": len(cfg.routes),
+                                         "usable_providers": rt.usable_providers()})
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await rt.close()
+
+    routes = [
+        Route("/v1/images/generations", images.generations, methods=["POST"]),
+        Route("/v1/images/edits", images.edits, methods=["POST"]),
+        Route("/v1/images/variations", images.variations, methods=["POST"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", models.get_model, methods=["GET"]),
+        Route("/health", health.health, methods=["GET"]),
+        Route("/ready", health.ready, methods=["GET"]),
+        Route("/images/{name}", health.hosted_image, methods=["GET"]),
+    ]
+    middleware = [
+        Middleware(RequestContext, access_log=cfg.access_log),
+        Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
+                   expose_headers=["X-Request-ID", "X-Gateway-Model", "X-Gateway-Provider", "Retry-After"],
+                   max_age=600),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler})
+    app.state.rt = rt
+    return app
+
+
+def create_app() -> Starlette:
+    """uvicorn factory: config from the environment (`GATEWAY_CONFIG` names the YAML file)."""
+    cfg = load_config()
+    setup_logging(cfg.log_level, cfg.secrets())
+    return build_app(cfg)

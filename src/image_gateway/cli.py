@@ -1,0 +1,82 @@
+"""`image-gateway serve | models | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .config import ConfigError, load_config
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(config_path=args.config)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    # Workers re-read the config from the environment, so pass the overrides down that way.
+    if args.config:
+        os.environ["GATEWAY_CONFIG"] = args.config
+    if args.host:
+        os.environ["HOST"] = args.host
+    if args.port:
+        os.environ["PORT"] = str(args.port)
+    cfg = _load(args)
+    import uvicorn
+
+    uvicorn.run(
+        "image_gateway.app:create_app", factory=True, host=cfg.host, port=cfg.port, workers=args.workers,
+        loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
+        server_header=False, timeout_graceful_shutdown=args.grace, backlog=4096,
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    aliases: dict[str, list[str]] = {}
+    for a, target in cfg.aliases.items():
+        aliases.setdefault(target, []).append(a)
+    width = max(len(r) for r in cfg.routes)
+    for r in cfg.routes.values():
+        ready = "ready" if r.provider == "demo" or cfg.providers[r.provider].api_key else "needs key"
+        extra = f" aliases={','.join(aliases[r.name])}" if r.name in aliases else ""
+        print(f"{r.name:<{width}}  {r.provider:<10} upstream={r.upstream_model} [{ready}]{extra}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(json.dumps(cfg.describe(), indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="image-gateway", description="OpenAI-compatible image gateway")
+    parser.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    sub = parser.add_subparsers(dest="cmd")
+    serve = sub.add_parser("serve", help="run the gateway (default)")
+    serve.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--grace", type=float, default=30.0, help="seconds running requests get on shutdown")
+    for name, help_ in (("models", "print the routes"), ("check-config", "validate and print the config")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    args = parser.parse_args(argv)
+    if not getattr(args, "config", None):
+        args.config = None
+    cmd = args.cmd or "serve"
+    if cmd == "serve" and args.cmd is None:
+        args.host, args.port, args.workers, args.grace = None, None, 1, 30.0
+    return {"serve": cmd_serve, "models": cmd_models, "check-config": cmd_check_config}[cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

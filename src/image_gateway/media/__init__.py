@@ -1,0 +1,1 @@
+"""Image bytes: fetch, convert, split, store."""

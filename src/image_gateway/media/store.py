@@ -1,0 +1,64 @@
+"""Local image store: files the gateway hosts itself, served at /images/<name>, expired by TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from pathlib import Path
+
+from .convert import sniff_format
+
+
+class LocalImageStore:
+    def __init__(self, root: Path, ttl_s: float) -> None:
+        self.root = root
+        self.ttl_s = ttl_s
+
+    def ensure(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, data: bytes, ext: str | None = None) -> str:
+        """Write the bytes under an unguessable name; return that name."""
+        ext = ext or sniff_format(data) or "png"
+        name = f"{secrets.token_urlsafe(18)}.{ext}"
+        tmp = self.root / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.root / name)  # readers never see a half-written file
+        return name
+
+    def path(self, name: str) -> Path | None:
+        """The file for a public name, or None when unknown, expired or not a plain name."""
+        if "/" in name or "\\" in name or name.startswith("."):
+            return None
+        p = self.root / name
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        if time.time() - st.st_mtime > self.ttl_s:
+            return None
+        return p
+
+    def sweep(self) -> int:
+        """Delete expired files; returns how many went."""
+        cutoff = time.time() - self.ttl_s
+        gone = 0
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return 0
+        for e in entries:
+            try:
+                if e.is_file() and e.stat().st_mtime < cutoff:
+                    os.unlink(e.path)
+                    gone += 1
+            except OSError:
+                continue
+        return gone
+
+    async def sweep_forever(self, every_s: float = 600.0) -> None:
+        while True:
+            await asyncio.to_thread(self.sweep)
+            await asyncio.sleep(min(every_s, max(1.0, self.ttl_s / 4)))

@@ -1,0 +1,1 @@
+"""Prompt handling: aspect-ratio parsing, ``no-enhance`` removal and LLM prompt enhancement."""

@@ -1,0 +1,407 @@
+"""Prompt enhancement through any OpenAI-compatible chat endpoint.
+
+The LLM is asked for ``{"prompt": "...", "aspect_ratio": "16:9" | null}``. Every failure (no key,
+HTTP error, timeout, unparsable reply) yields ``EnhanceResult(ok=False, prompt=<original>, ...)``
+with a short reason for the caller to print; nothing here raises for those. The API key is never
+put into a reason, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .ratio import RATIOS
+
+__all__ = [
+    "EnhanceResult",
+    "EnhanceSettings",
+    "build_system_prompt",
+    "enhance",
+    "parse_llm_json",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-4o-mini"
+MAX_RESPONSE_BYTES = 1 << 20  # an enhanced prompt is ~1 KB; refuse to buffer anything huge
+_REASON_MAX = 300
+
+
+def _mask(key: str) -> str:
+    if len(key) < 12:
+        return "***"
+    return f"{key[:3]}...{key[-4:]}"
+
+
+@dataclass(frozen=True, repr=False)
+class EnhanceSettings:
+    api_key: str | None
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:
+        key = "None" if self.api_key is None else repr(_mask(self.api_key))
+        return (
+            f"EnhanceSettings(api_key={key}, base_url={self.base_url!r}, "
+            f"model={self.model!r}, timeout_s={self.timeout_s!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key)
+
+    @property
+    def url(self) -> str:
+        """The chat-completions URL; a base URL that already ends in /chat/completions is kept."""
+        base = self.base_url.rstrip("/")
+        if base.endswith("/chat/completions"):
+            return base
+        return base + "/chat/completions"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EnhanceSettings:
+        """ENHANCE_OPENAI_API_KEY, ENHANCE_OPENAI_BASE_URL, ENHANCE_OPENAI_MODEL, ENHANCE_TIMEOUT_S
+        (blank values mean "use the default"; a blank key means "disabled")."""
+        e = os.environ if env is None else env
+        timeout_raw = (e.get("ENHANCE_TIMEOUT_S") or "").strip()
+        try:
+            timeout = float(timeout_raw) if timeout_raw else 10.0
+        except ValueError:
+            raise ValueError("ENHANCE_TIMEOUT_S must be a number of seconds") from None
+        if not timeout > 0:
+            raise ValueError("ENHANCE_TIMEOUT_S must be positive")
+        return cls(
+            api_key=(e.get("ENHANCE_OPENAI_API_KEY") or "").strip() or None,
+            base_url=(e.get("ENHANCE_OPENAI_BASE_URL") or "").strip() or DEFAULT_BASE_URL,
+            model=(e.get("ENHANCE_OPENAI_MODEL") or "").strip() or DEFAULT_MODEL,
+            timeout_s=timeout,
+        )
+
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    ok: bool
+    prompt: str
+    aspect_ratio: str | None
+    reason: str | None
+
+
+# --- system prompt -----------------------------------------------------------------------------------
+
+_RATIO_GUIDE = """\
+- "1:1" square: icons, portraits of a single object, symmetric scenes
+- "16:9" or "21:9" wide landscape: scenery, cityscapes, cinematic shots (21:9 for ultra-wide panoramas)
+- "9:16" tall portrait: standing people, phone wallpapers, towers
+- "3:2" or "2:3": classic photography, landscape or portrait orientation
+- "4:3" or "3:4": paintings, illustrations, portraits of people
+- "2:1" or "1:2": panoramic strips, very tall subjects such as waterfalls or scrolls"""
+
+_RATIO_SHAPE = re.compile(r"^\d{1,3}:\d{1,3}$")
+
+
+def build_system_prompt(user_ratio: str | None) -> str:
+    """System prompt for the enhancement LLM. With ``user_ratio`` the LLM is told the ratio is fixed
+    and must answer ``"aspect_ratio": null``."""
+    if user_ratio is not None:
+        shown = f" ({user_ratio})" if _RATIO_SHAPE.match(user_ratio) else ""
+        ratio_part = (
+            f"The user has already chosen the aspect ratio{shown}. Do not choose one: "
+            'always return "aspect_ratio": null.'
+        )
+        example_ratio = "null"
+    else:
+        ratio_part = (
+            "Choose the aspect ratio that best fits the composition, exactly one of: "
+            + ", ".join(f'"{r}"' for r in RATIOS)
+            + ". Guidance:\n"
+            + _RATIO_GUIDE
+        )
+        example_ratio = '"3:2"'
+    return f"""You are an expert Stable Diffusion prompt engineer.
+Expand the user's idea into one vivid, detailed English image prompt of 50-100 words. Cover the \
+style or medium, the subject, the scene, lighting and colour, composition and camera, mood, and \
+small concrete details. Stay faithful to the user's idea; do not add unrelated subjects.
+
+Aspect ratio: {ratio_part}
+
+Reply with a single JSON object and nothing else, exactly of this form:
+{{"prompt": "<the enhanced English prompt>", "aspect_ratio": <a ratio string or null>}}
+
+Example: for the input "一只猫在看书" a good reply is
+{{"prompt": "A fluffy ginger cat wearing tiny round spectacles, sitting in a cozy armchair and reading \
+an open hardcover book, warm afternoon sunlight streaming through a window, dust motes in the air, \
+bookshelves in the soft-focus background, rich warm colour palette, detailed fur texture, \
+storybook illustration style, calm and whimsical mood", "aspect_ratio": {example_ratio}}}
+
+Rules:
+1. Always write the prompt in English, whatever the language of the input.
+2. Describe only visual details; no explanations, reasoning or commentary.
+3. Output only the JSON object: no markdown, no code fences, no text before or after it.
+4. Never put aspect-ratio words or numbers (such as "16:9", "ratio", "aspect", "比例", "--ar") \
+into the prompt; the ratio belongs only in "aspect_ratio".
+5. Text the user puts in quotes (words on a sign, a shirt, a poster, a book cover) must be kept \
+verbatim, in its original language and quotes, never translated or paraphrased.
+"""
+
+
+# --- parsing the LLM reply ---------------------------------------------------------------------------
+
+_FENCE_RE = re.compile(
+    r"```[ \t]*(?:json[c5]?|javascript|js)?[ \t]*\r?\n?(.*?)```", re.DOTALL | re.IGNORECASE
+)
+_THINK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+_TRAILING_COMMA_RE = re.compile(r",(\s*[}\]])")
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Every balanced ``{...}`` span, scanning from each ``{``; braces inside JSON strings
+    (with escapes) do not count."""
+    out: list[str] = []
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        in_str = False
+        esc = False
+        end = -1
+        for i in range(start, len(text)):
+            c = text[i]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+            elif c == '"':
+                in_str = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    end = i
+                    break
+        if end == -1:
+            start = text.find("{", start + 1)
+            continue
+        out.append(text[start : end + 1])
+        start = text.find("{", start + 1)
+    return out
+
+
+def _strip_comments(text: str) -> str:
+    """Remove // and /* */ comments outside JSON strings, and trailing commas (lenient retry only)."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_str = False
+    while i < n:
+        c = text[i]
+        if in_str:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if c == '"':
+                in_str = False
+            i += 1
+            continue
+        if c == '"':
+            in_str = True
+            out.append(c)
+            i += 1
+        elif text.startswith("//", i):
+            nl = text.find("\n", i)
+            i = n if nl == -1 else nl
+        elif text.startswith("/*", i):
+            close = text.find("*/", i + 2)
+            i = n if close == -1 else close + 2
+        else:
+            out.append(c)
+            i += 1
+    return _TRAILING_COMMA_RE.sub(r"\1", "".join(out))
+
+
+def _load(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    try:
+        return json.loads(_strip_comments(candidate))
+    except ValueError:
+        return None
+
+
+def _normalise_ratio(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    r = re.sub(r"\s+", "", value.replace("：", ":"))
+    if ":" in r:
+        w, _, h = r.partition(":")
+        if w.isdigit() and h.isdigit():
+            r = f"{int(w)}:{int(h)}"
+    return r if r in RATIOS else None
+
+
+def parse_llm_json(content: str) -> tuple[str, str | None]:
+    """(prompt, aspect_ratio) from an LLM reply. Tolerates code fences, <think> blocks, chatter around
+    the JSON, braces/URLs/``//`` inside strings and (as a retry) comments and trailing commas outside
+    them. ``aspect_ratio`` is None unless it is one of RATIOS. Raises ValueError with a short reason."""
+    text = _THINK_RE.sub(" ", content).strip()
+    if not text:
+        raise ValueError("empty reply from LLM")
+    sources = [*(m.group(1) for m in _FENCE_RE.finditer(text)), text]
+    saw_object = False
+    for source in sources:
+        for candidate in _balanced_objects(source):
+            data = _load(candidate)
+            if not isinstance(data, dict):
+                continue
+            saw_object = True
+            prompt = data.get("prompt")
+            if not isinstance(prompt, str) or not prompt.strip():
+                continue
+            ratio = data.get("aspect_ratio", data.get("aspectRatio", data.get("ratio")))
+            return prompt.strip(), _normalise_ratio(ratio)
+    if saw_object:
+        raise ValueError('LLM JSON has no non-empty "prompt" string')
+    raise ValueError("no JSON object in LLM reply")
+
+
+# --- the call ----------------------------------------------------------------------------------------
+
+
+class _Failure(Exception):
+    pass
+
+
+def _redact(text: str, key: str | None) -> str:
+    if key:
+        text = text.replace(key, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 3] + "..."
+
+
+def _content_of(data: Any) -> str:
+    try:
+        content = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise _Failure("no content in LLM response") from None
+    if isinstance(content, list):  # content parts, as some compatible servers send
+        content = "".join(
+            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    if not isinstance(content, str) or not content.strip():
+        raise _Failure("no content in LLM response")
+    return content
+
+
+def _error_detail(raw: bytes) -> str:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ""
+    err = data.get("error") if isinstance(data, dict) else None
+    msg = err.get("message") if isinstance(err, dict) else err
+    return f": {msg}" if isinstance(msg, str) and msg else ""
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        buf += chunk
+        if len(buf) > MAX_RESPONSE_BYTES:
+            raise _Failure("LLM response too large")
+    return bytes(buf)
+
+
+async def _call(
+    session: aiohttp.ClientSession, settings: EnhanceSettings, prompt: str, user_ratio: str | None
+) -> str:
+    body = {
+        "model": settings.model,
+        "messages": [
+            {"role": "system", "content": build_system_prompt(user_ratio)},
+            {"role": "user", "content": prompt},
+        ],
+        "temperature": 0.7,
+        "max_tokens": 1000,
+    }
+    headers = {
+        "Authorization": f"Bearer {settings.api_key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    async with session.post(
+        settings.url,
+        data=json.dumps(body, ensure_ascii=False).encode(),
+        headers=headers,
+        # our own deadline (asyncio.timeout in enhance) rules, not the session's default
+        timeout=aiohttp.ClientTimeout(total=None),
+        allow_redirects=False,
+    ) as resp:
+        raw = await _read_capped(resp)
+        if resp.status != 200:
+            raise _Failure(f"LLM API returned HTTP {resp.status}{_error_detail(raw)}")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise _Failure("LLM API returned a non-JSON body") from None
+    return _content_of(data)
+
+
+async def enhance(
+    session: aiohttp.ClientSession, settings: EnhanceSettings, prompt: str, user_ratio: str | None
+) -> EnhanceResult:
+    """Enhance ``prompt``; never raises for upstream trouble (only cancellation propagates).
+
+    The whole exchange (connect, headers and body) is bounded by ``settings.timeout_s``. When the
+    user gave a ratio the LLM is told so and the result's ``aspect_ratio`` is always None.
+    """
+
+    def failed(reason: str) -> EnhanceResult:
+        reason = _redact(reason, settings.api_key)
+        log.debug("prompt enhancement failed: %s", reason)
+        return EnhanceResult(ok=False, prompt=prompt, aspect_ratio=None, reason=reason)
+
+    if not settings.api_key:
+        return failed("ENHANCE_OPENAI_API_KEY not configured")
+    if not prompt.strip():
+        return failed("empty prompt")
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(settings.timeout_s):
+            content = await _call(session, settings, prompt, user_ratio)
+    except TimeoutError:
+        return failed(f"LLM request timed out after {settings.timeout_s:g}s")
+    except _Failure as exc:
+        return failed(str(exc))
+    except Exception as exc:  # connection errors, bad URL, ...: never let enhancement break generation
+        detail = str(exc)
+        return failed(f"LLM request failed: {type(exc).__name__}" + (f": {detail}" if detail else ""))
+    try:
+        new_prompt, llm_ratio = parse_llm_json(content)
+    except ValueError as exc:
+        return failed(f"invalid JSON from LLM: {exc}")
+    log.debug("prompt enhanced by %s in %.2fs", settings.model, time.monotonic() - started)
+    return EnhanceResult(
+        ok=True,
+        prompt=new_prompt,
+        aspect_ratio=None if user_ratio is not None else llm_ratio,
+        reason=None,
+    )

@@ -1,0 +1,143 @@
+"""The contract between the engine and a provider adapter.
+
+An adapter translates an ImageRequest into its upstream's protocol and the upstream's answer
+back into a ProviderResult, progress events or a handle to poll. It never sees HTTP objects of
+the gateway's own surface, and never stores a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+Operation = Literal["generate", "edit", "variation"]
+
+
+@dataclass(slots=True)
+class InputImage:
+    """A reference image as the caller sent it: bytes from multipart, or a URL / data URL."""
+
+    data: bytes | None = None
+    url: str | None = None
+    filename: str = "image.png"
+    content_type: str = "image/png"
+
+
+@dataclass(slots=True)
+class ImageRequest:
+    """One validated Images API call, independent of how it arrived (JSON, multipart, chat)."""
+
+    operation: Operation
+    prompt: str
+    model: str
+    n: int = 1
+    size: str | None = None
+    quality: str | None = None
+    style: str | None = None
+    response_format: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    background: str | None = None
+    moderation: str | None = None
+    input_fidelity: str | None = None
+    partial_images: int | None = None
+    stream: bool = False
+    user: str | None = None
+    images: list[InputImage] = field(default_factory=list)
+    mask: InputImage | None = None
+    # Provider-specific fields (width, height, seed, steps, cfg, negative_prompt, ...) and
+    # unknown fields passed through to upstreams that accept them.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class GeneratedImage:
+    b64: str | None = None  # base64 text, as on the wire
+    url: str | None = None
+    revised_prompt: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(slots=True)
+class ProviderResult:
+    images: list[GeneratedImage]
+    usage: dict[str, Any] | None = None
+    # Echoed response fields (background, output_format, quality, size) when the upstream gave them.
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Progress:
+    """Progress of a running job; `preview` is a partial image when the upstream offers one."""
+
+    percent: int
+    preview: GeneratedImage | None = None
+    status: str = "in_progress"
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """An event already in OpenAI's image-stream shape (relayed as-is), e.g. from OpenAI itself."""
+
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Pending:
+    """An accepted upstream task that the engine polls. `handle` is JSON-safe and holds no key."""
+
+    handle: dict[str, Any]
+
+
+ProviderEvent = Progress | StreamEvent | ProviderResult | Pending
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    edits: bool = False
+    variations: bool = False
+    native_stream: bool = False  # emits OpenAI-shaped stream events itself
+    max_n: int = 10
+    needs_key: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A built-in route a provider ships (config may add to or override these)."""
+
+    name: str
+    upstream_model: str
+    aliases: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What one upstream call needs besides the request. The key lives only here, in memory."""
+
+    upstream_model: str
+    api_key: str | None = field(repr=False)
+    options: Mapping[str, Any]
+    request_id: str = ""
+    deadline: float = 0.0  # loop.time() by which the whole job must be done
+
+
+class Provider(Protocol):
+    name: ClassVar[str]
+    env_prefix: ClassVar[str]  # <PREFIX>_API_KEY / <PREFIX>_BASE_URL
+    default_base_url: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    builtin_routes: ClassVar[Sequence[RouteSpec]]
+
+    def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        """Start the job. Yield progress/stream events, then a ProviderResult, or a Pending handle."""
+        ...
+
+    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
+        """Poll many pending handles at once (batched where the upstream allows)."""
+        ...
+
+    async def close(self) -> None: ...

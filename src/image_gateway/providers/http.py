@@ -1,0 +1,80 @@
+"""Upstream HTTP plumbing shared by adapters: one pooled aiohttp session each, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
+
+
+def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:
+    """A pooled session; created lazily inside the running loop by each adapter."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300,
+                                     enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=_dumps,
+                                 auto_decompress=True, raise_for_status=False)
+
+
+def _dumps(obj: Any) -> str:
+    return msgspec.json.encode(obj).decode()
+
+
+def retry_after(headers: Mapping[str, str]) -> dict[str, str]:
+    """Retry-After (and the SDK's retry-after-ms) passed back to the caller."""
+    out = {}
+    for h in ("Retry-After", "retry-after-ms"):
+        v = headers.get(h)
+        if v:
+            out[h] = v
+    return out
+
+
+def error_from_openai_body(status: int, body: bytes, headers: Mapping[str, str], provider: str,
+                           secrets: list[str | None]) -> GatewayError:
+    """An upstream error answer → our error, keeping OpenAI's shape, status and Retry-After."""
+    message, etype, code, param = None, None, None, None
+    try:
+        data = msgspec.json.decode(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message, etype, code, param = err.get("message"), err.get("type"), err.get("code"), err.get("param")
+        elif isinstance(err, str):
+            message = err
+        elif isinstance(data, dict):
+            message = data.get("message") or data.get("msg") or data.get("description")
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        pass
+    if not message:
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        # An HTML page (a proxy's or a CDN's) is no use to a caller; a short text body is.
+        tail = f": {snippet}" if snippet and not snippet.startswith("<") else ""
+        message = f"{provider} upstream answered HTTP {status}{tail}"
+    return GatewayError(
+        redact(str(message), secrets),
+        status=status if 400 <= status < 600 else 502,
+        type=str(etype) if etype else ("server_error" if status >= 500 else "invalid_request_error"),
+        code=str(code) if code is not None else None,
+        param=str(param) if param is not None else None,
+        headers=retry_after(headers),
+        retryable=status in (408, 409, 429) or status >= 500,
+    )
+
+
+def connection_error(exc: BaseException, provider: str) -> GatewayError:
+    """Network failures: never echo the exception text blindly (it may carry a URL with a key)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"{provider} upstream did not answer in time", retryable=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(f"{provider} upstream is unreachable (connection failed)", code="upstream_unreachable",
+                             retryable=True)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return UpstreamError(f"{provider} upstream closed the connection before answering",
+                             code="upstream_disconnected", retryable=False)
+    return UpstreamError(f"{provider} upstream request failed ({type(exc).__name__})", code="upstream_error",
+                         retryable=False)

@@ -1,0 +1,208 @@
+"""OpenAI Images API (and any OpenAI-compatible images upstream): generations, edits, variations.
+
+Synchronous upstream: one request, one answer; with `stream: true` the upstream's SSE events
+are relayed one by one as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import aiohttp
+import msgspec
+
+from ..errors import GatewayError, UpstreamError
+from ..media.fetch import decode_data_url
+from .base import (
+    CallContext,
+    Capabilities,
+    GeneratedImage,
+    ImageRequest,
+    InputImage,
+    ProviderEvent,
+    ProviderResult,
+    RouteSpec,
+    StreamEvent,
+)
+from .http import connection_error, error_from_openai_body, new_session
+
+# Documented parameters per endpoint (protocols.md §1.1-1.3); everything else stays with us.
+_COMMON = ("n", "size", "response_format", "user")
+_GENERATE = (*_COMMON, "quality", "style", "background", "moderation", "output_compression", "output_format",
+             "partial_images", "stream")
+_EDIT = (*_COMMON, "quality", "background", "output_compression", "output_format", "partial_images", "stream",
+         "input_fidelity", "moderation")
+_VARIATION = _COMMON
+_PATHS = {"generate": "/images/generations", "edit": "/images/edits", "variation": "/images/variations"}
+
+
+def _routes() -> tuple[RouteSpec, ...]:
+    # GPT-image models always answer base64 and reject response_format; DALL·E models take
+    # response_format but not output_format. The gateway does the other half itself.
+    gpt = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2")
+    dalle = ("dall-e-3", "dall-e-2")
+    return (
+        *(RouteSpec(n, n, description=f"OpenAI {n}", options={"native_response_format": False}) for n in gpt),
+        *(RouteSpec(n, n, description=f"OpenAI {n}", options={"native_output_format": False}) for n in dalle),
+    )
+
+
+class OpenAIProvider:
+    name: ClassVar[str] = "openai"
+    env_prefix: ClassVar[str] = "OPENAI"
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, native_stream=True)
+    builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.base_url: str = settings.base_url
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(self.settings.timeout_s)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
+        raise NotImplementedError("OpenAI images are synchronous")
+
+    def _params(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
+        names = {"generate": _GENERATE, "edit": _EDIT, "variation": _VARIATION}[req.operation]
+        params: dict[str, Any] = {"model": ctx.upstream_model}
+        if req.operation != "variation":
+            params["prompt"] = req.prompt
+        skip = set()
+        if ctx.options.get("native_response_format") is False:
+            skip.add("response_format")
+        if ctx.options.get("native_output_format") is False:
+            skip.update(("output_format", "output_compression"))
+        for n in names:
+            if n in skip:
+                continue
+            v = getattr(req, n)
+            if v is not None and not (n == "stream" and v is False):
+                params[n] = v
+        if ctx.options.get("passthrough_extra"):
+            params.update(req.extra)
+        return params
+
+    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        url = self.base_url + _PATHS[req.operation]
+        headers = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
+        params = self._params(req, ctx)
+        kwargs: dict[str, Any]
+        if req.operation == "generate":
+            kwargs = {"data": msgspec.json.encode(params), "headers": {**headers, "Content-Type": "application/json"}}
+        elif req.operation == "edit" and req.images and all(i.data is None for i in req.images) and (
+                req.mask is None or req.mask.data is None):
+            params["images"] = [{"image_url": i.url} for i in req.images]
+            if req.mask is not None:
+                params["mask"] = {"image_url": req.mask.url}
+            kwargs = {"data": msgspec.json.encode(params), "headers": {**headers, "Content-Type": "application/json"}}
+        else:
+            kwargs = {"data": await self._form(req, params), "headers": headers}
+        secrets = [ctx.api_key]
+        try:
+            async with self.session.post(url, **kwargs) as resp:
+                if resp.status >= 400:
+                    raise error_from_openai_body(resp.status, await resp.read(), resp.headers, self.name, secrets)
+                if resp.content_type == "text/event-stream":
+                    async for data in _sse(resp):
+                        if "error" in data:
+                            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+                            raise GatewayError(str(err.get("message") or "upstream stream error"), status=502,
+                                               type=str(err.get("type") or "upstream_error"),
+                                               code=err.get("code"))
+                        yield StreamEvent(data)
+                    return
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise connection_error(e, self.name) from None
+        yield parse_images_response(body)
+
+    async def _form(self, req: ImageRequest, params: dict[str, Any]) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        for k, v in params.items():
+            form.add_field(k, _form_value(v))
+        many = len(req.images) > 1
+        for img in req.images:
+            form.add_field("image[]" if many else "image", await self._bytes(img), filename=img.filename,
+                           content_type=img.content_type)
+        if req.mask is not None:
+            form.add_field("mask", await self._bytes(req.mask), filename=req.mask.filename,
+                           content_type=req.mask.content_type)
+        return form
+
+    async def _bytes(self, img: InputImage) -> bytes:
+        if img.data is not None:
+            return img.data
+        assert img.url is not None
+        if img.url.startswith("data:"):
+            return decode_data_url(img.url)
+        async with self.session.get(img.url) as resp:
+            if resp.status != 200:
+                raise UpstreamError(f"could not fetch the reference image (HTTP {resp.status})", status=400)
+            return await resp.read()
+
+
+def _form_value(v: Any) -> str:
+    # The SDK's own encoding: booleans as true/false, numbers via str().
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def parse_images_response(body: bytes) -> ProviderResult:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise UpstreamError("upstream returned a body that is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise UpstreamError("upstream answer has no image data")
+    images = [
+        GeneratedImage(b64=d.get("b64_json"), url=d.get("url"), revised_prompt=d.get("revised_prompt"))
+        for d in data["data"]
+        if isinstance(d, dict) and (d.get("b64_json") or d.get("url"))
+    ]
+    if not images:
+        raise UpstreamError("upstream answer has no image data")
+    meta = {k: data[k] for k in ("background", "output_format", "quality", "size") if k in data}
+    return ProviderResult(images, usage=data.get("usage"), meta=meta)
+
+
+async def _sse(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """Decode an SSE body event by event as bytes arrive (not buffered to the end)."""
+    data_lines: list[bytes] = []
+    async for raw in resp.content:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data_lines:
+                payload = b"\n".join(data_lines)
+                data_lines = []
+                if payload.startswith(b"[DONE]"):
+                    return
+                try:
+                    obj = msgspec.json.decode(payload)
+                except msgspec.DecodeError:
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+            continue
+        if line.startswith(b"data:"):
+            data_lines.append(line[5:].lstrip(b" "))
+    if data_lines:
+        payload = b"\n".join(data_lines)
+        if not payload.startswith(b"[DONE]"):
+            try:
+                obj = msgspec.json.decode(payload)
+                if isinstance(obj, dict):
+                    yield obj
+            except msgspec.DecodeError:
+                pass

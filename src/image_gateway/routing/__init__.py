@@ -1,0 +1,1 @@
+"""Logical model names → the provider calls that serve them."""

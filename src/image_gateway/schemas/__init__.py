@@ -1,0 +1,1 @@
+"""OpenAI wire shapes, validated with msgspec (compiled, one pass)."""
