@@ -198,11 +198,14 @@ async def test_failures(grs: tuple[FakeServer, GrsAiState], http: aiohttp.Client
 
 
 async def test_webhook_mode(grs: tuple[FakeServer, GrsAiState], http: aiohttp.ClientSession) -> None:
-    srv, state = grs
+    srv, _ = grs
     received: list[dict[str, Any]] = []
+    done = asyncio.Event()
 
     async def hook(request: web.Request) -> web.Response:
         received.append(await request.json())
+        if received[-1]["status"] != "running":
+            done.set()
         return web.Response(text="ok")
 
     runner = web.AppRunner(web.Application())
@@ -213,9 +216,7 @@ async def test_webhook_mode(grs: tuple[FakeServer, GrsAiState], http: aiohttp.Cl
     try:
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/cb"
         ack = await post_json(http, f"{srv.url}/v1/draw/nano-banana", {**NANO, "webHook": url})
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and not (received and received[-1]["status"] != "running"):
-            await asyncio.sleep(STEP)
+        await asyncio.wait_for(done.wait(), 3)
     finally:
         await runner.cleanup()
     assert [r["progress"] for r in received] == [0, 25, 50, 75, 100]

@@ -102,7 +102,7 @@ def solid(img: Image.Image) -> tuple[int, int, int]:
 
 
 async def test_lifecycle_and_grid_quadrants(mj: tuple[FakeServer, MJState], http: aiohttp.ClientSession) -> None:
-    srv, state = mj
+    srv, _ = mj
     tid = await imagine(http, srv.url, state="req-42")
     seen: list[tuple[str, str]] = []
     preview_url = None
@@ -287,9 +287,12 @@ async def test_dropped_connections(mj: tuple[FakeServer, MJState], http: aiohttp
 
 async def test_notify_hook(http: aiohttp.ClientSession) -> None:
     received: list[dict[str, Any]] = []
+    done = asyncio.Event()
 
     async def hook(request: web.Request) -> web.Response:
         received.append(await request.json())
+        if received[-1]["status"] == "SUCCESS":
+            done.set()
         return web.Response(text="ok")
 
     runner = web.AppRunner(web.Application())
@@ -301,9 +304,7 @@ async def test_notify_hook(http: aiohttp.ClientSession) -> None:
     try:
         with serve(step_s=STEP) as srv:
             tid = await imagine(http, srv.url, notifyHook=f"http://127.0.0.1:{port}/hook")
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and not (received and received[-1]["status"] == "SUCCESS"):
-                await asyncio.sleep(STEP / 2)
+            await asyncio.wait_for(done.wait(), 3)
     finally:
         await runner.cleanup()
     statuses = [r["status"] for r in received]

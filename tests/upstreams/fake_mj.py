@@ -111,9 +111,8 @@ def solid_png(color: Color, size: int) -> bytes:
 @lru_cache(maxsize=512)
 def preview_png(colors: tuple[Color, ...]) -> bytes:
     """A small, heavily blurred version of the final image (what Discord shows mid-generation)."""
-    img = Image.open(io.BytesIO(grid_png(colors) if len(colors) == 4 else solid_png(colors[0], GRID_SIZE)))
-    img = img.convert("RGB").resize((PREVIEW_SIZE, PREVIEW_SIZE)).filter(ImageFilter.GaussianBlur(16))
-    return _png(img)
+    src = Image.open(io.BytesIO(grid_png(colors) if len(colors) == 4 else solid_png(colors[0], GRID_SIZE)))
+    return _png(src.convert("RGB").resize((PREVIEW_SIZE, PREVIEW_SIZE)).filter(ImageFilter.GaussianBlur(16)))
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -300,10 +299,7 @@ def _buttons(tid: str) -> list[dict[str, Any]]:
     buttons = [{"customId": f"MJ::JOB::upsample::{i}::{h}", "emoji": "", "label": f"U{i}"} for i in range(1, 5)]
     buttons.append({"customId": f"MJ::JOB::reroll::0::{h}::SOLO", "emoji": "🔄", "label": ""})
     buttons += [{"customId": f"MJ::JOB::variation::{i}::{h}", "emoji": "", "label": f"V{i}"} for i in range(1, 5)]
-    for b in buttons:
-        b["type"] = 2
-        b["style"] = 2
-    return buttons
+    return [{**b, "type": 2, "style": 2} for b in buttons]
 
 
 STATE_KEY = web.AppKey("mj_state", MJState)
@@ -394,9 +390,7 @@ def _accept(request: web.Request, state: MJState, t: MJTask, forced: int | None)
         _drop(request)
     if forced == 22:
         n = state.queue_ahead
-        return _vo(
-            22, t.id, DESCRIPTIONS[22].format(n=n), numberOfQueues=n, discordInstanceId=DISCORD_INSTANCE_ID
-        )
+        return _vo(22, t.id, DESCRIPTIONS[22].format(n=n), numberOfQueues=n, discordInstanceId=DISCORD_INSTANCE_ID)
     if forced == 21:
         # "already exists": answer with a task that is already finished
         t.t0 -= (3 + max(1, len(state.progress_steps))) * t.step

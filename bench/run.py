@@ -1,0 +1,159 @@
+"""Benchmark the gateway against the floor forwarder and the bare fake upstream, in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--peers] [--workers 1,2] [--async-jobs 10000]
+
+Writes bench/results/<date>-<name>.md and .json, and refreshes the README block between
+`<!-- bench:start -->` and `<!-- bench:end -->` when both markers exist (full runs only, or --readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import peers
+from measure import LoadPlan, Target, TargetResult, measure_direct, measure_target
+from report import Run, machine_info, readme_block, render_markdown, update_readme, write_results
+from servers import REPO, Server, StartError, start_fake_upstream
+from targets import GATEWAY_BIN, floor_target, gateway_target
+from wrk import WrkError, ensure_wrk, wrk_version
+
+RESULTS = REPO / "bench" / "results"
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2 s points, 1 s warm-up, 1,000 async jobs")
+    ap.add_argument("--peers", action="store_true", help="add LiteLLM and Portkey at concurrency 32")
+    ap.add_argument("--peers-only", action="store_true", help="only the c=32 comparison with the peers")
+    ap.add_argument("--workers", type=_ints, default=[1, 2], help="gateway worker counts, e.g. 1,2")
+    ap.add_argument("--concurrency", type=_ints, default=[1, 32, 256])
+    ap.add_argument("--duration", type=float, help="seconds per point (default 5, quick 2)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds before each point (default 2, quick 1)")
+    ap.add_argument("--fake-procs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--slow-delay", type=float, default=1.0, help="upstream delay for the in-flight scenario; 0=off")
+    ap.add_argument("--async-jobs", type=int, help="async tasks to submit (default 10000, quick 1000; 0=off)")
+    ap.add_argument("--name", help="results file name after the date (default: full, quick or peers)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
+                    help="refresh the README block (default: on for full runs)")
+    args = ap.parse_args(argv)
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    if args.async_jobs is None:
+        args.async_jobs = 1000 if args.quick else 10_000
+    if args.peers_only:
+        args.peers, args.concurrency, args.workers, args.slow_delay, args.async_jobs = True, [32], [1], 0, 0
+    args.name = args.name or ("peers" if args.peers_only else "quick" if args.quick else "full")
+    return args
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_scenario(title: str, fake: Server, targets: list[Target], plan: LoadPlan, log_dir: Path) -> list[TargetResult]:
+    upstream = f"http://127.0.0.1:{fake.port}/v1"
+    log(f"{title}: direct at c={plan.concurrencies}")
+    results = [measure_direct(fake, title, plan)]
+    for target in targets:
+        log(f"{title}: {target.name}" + (f" (skipped: {target.skip_reason})" if target.skip_reason else ""))
+        results.append(measure_target(target, upstream, title, plan, log_dir))
+    for r in results:
+        for p in r.points:
+            log(f"  {r.target:28} c={p.concurrency:<4} {p.rps:9,.0f} req/s  p50 {p.p50_ms:7.2f} ms  "
+                f"p99 {p.p99_ms:7.2f} ms  cpu {p.cpu_ms_per_req or 0:.3f} ms/req  errors {p.errors or 0}")
+        if r.skipped:
+            log(f"  {r.target}: skipped: {r.skipped.splitlines()[0]}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        wrk = ensure_wrk()
+    except WrkError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    log_dir = Path(tempfile.mkdtemp(prefix="image-gateway-bench-"))
+    log(f"logs and data dirs under {log_dir}")
+    script = "bench/peers.py" if args.peers_only else "bench/run.py"
+    shown = [a for a in argv if a != "--peers-only"]
+    run = Run(
+        date=time.strftime("%Y-%m-%d"),
+        name=args.name,
+        command=shlex.join([".venv/bin/python", script, *shown]),
+        machine=machine_info(),
+        settings={
+            "duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
+            "workers": args.workers, "fake_procs": args.fake_procs, "slow_delay_s": args.slow_delay,
+            "async_jobs": args.async_jobs, "wrk": wrk_version(wrk),
+        },
+    )
+    plan = LoadPlan(args.concurrency, args.duration, args.warmup)
+    targets = [floor_target(), *(gateway_target(n) for n in args.workers)]
+    if not GATEWAY_BIN.exists():
+        run.notes.append(f"The gateway column is empty: {GATEWAY_BIN} does not exist yet (install the package).")
+
+    fake = start_fake_upstream(log_dir, procs=args.fake_procs)
+    try:
+        title = f"Instant upstream (fake answers at once; {args.fake_procs} processes)"
+        run.scenarios[title] = run_scenario(title, fake, targets, plan, log_dir)
+        if args.peers:
+            log("peers: LiteLLM proxy and Portkey gateway at c=32")
+            peer_plan = LoadPlan([32], args.duration, args.warmup)
+            upstream = f"http://127.0.0.1:{fake.port}/v1"
+            for target in peers.peer_targets(log_dir):
+                log(f"peers: {target.name}" + (f" (skipped: {target.skip_reason})" if target.skip_reason else ""))
+                res = measure_target(target, upstream, "peers", peer_plan, log_dir)
+                run.peers.append(res)
+                for p in res.points:
+                    log(f"  {res.target:28} c=32 {p.rps:9,.0f} req/s  p50 {p.p50_ms:.2f} ms  p99 {p.p99_ms:.2f} ms  "
+                        f"cpu {p.cpu_ms_per_req or 0:.3f} ms/req")
+                if res.skipped:
+                    log(f"  skipped: {res.skipped.splitlines()[0]}")
+    finally:
+        fake.stop()
+
+    if args.slow_delay > 0:
+        try:
+            slow = start_fake_upstream(log_dir, procs=1, delay_s=args.slow_delay)
+        except StartError as e:
+            run.notes.append(f"slow upstream did not start: {e}")
+        else:
+            try:
+                title = f"Slow upstream (fake answers after {args.slow_delay:g} s): requests in flight"
+                c_max = max(args.concurrency)
+                slow_plan = LoadPlan([c_max], max(args.duration, 2 * args.slow_delay + 1), args.warmup)
+                run.scenarios[title] = run_scenario(title, slow, targets, slow_plan, log_dir)
+            finally:
+                slow.stop()
+
+    if args.async_jobs > 0:
+        import async_scale
+
+        log(f"async scale: {args.async_jobs} Midjourney jobs with Prefer: respond-async")
+        run.async_scale = async_scale.run_async_scale(args.async_jobs, log_dir, quick=args.quick)
+
+    md_path, json_path = write_results(run, args.out)
+    print()
+    print(render_markdown(run))
+    log(f"wrote {md_path.relative_to(REPO)} and {json_path.relative_to(REPO)}")
+    if args.readme if args.readme is not None else not (args.quick or args.peers_only):
+        if update_readme(REPO / "README.md", readme_block(run, md_path)):
+            log("refreshed the README block")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
