@@ -121,8 +121,7 @@ async def test_lifecycle_and_grid_quadrants(mj: tuple[FakeServer, MJState], http
     assert seen[-1] == ("SUCCESS", "100%")
     assert task["state"] == "req-42" and task["action"] == "IMAGINE" and task["description"] == "/imagine a cat"
     assert task["submitTime"] <= task["startTime"] <= task["finishTime"]
-    assert [b["label"] for b in task["buttons"]][:4] == ["U1", "U2", "U3", "U4"]
-    assert "imageUrls" not in task
+    assert "imageUrls" not in task and "buttons" not in task
 
     grid = await get_image(http, task["imageUrl"])
     assert grid.size == (256, 256)
@@ -243,7 +242,7 @@ async def test_upscale_change(mj: tuple[FakeServer, MJState], http: aiohttp.Clie
     res = await post(http, change, {"taskId": parent, "action": "UPSCALE", "index": 2})
     assert res["code"] == 1
     up = await wait_terminal(http, srv.url, res["result"])
-    assert up["action"] == "UPSCALE" and up["status"] == "SUCCESS" and up["buttons"] == []
+    assert up["action"] == "UPSCALE" and up["status"] == "SUCCESS"
     img = await get_image(http, up["imageUrl"])
     assert img.size == (256, 256)
     assert solid(img) == fake_mj.quadrant_colors(parent)[1] == fake_mj.upscale_color(parent, 2)
@@ -262,10 +261,17 @@ async def test_upscale_change(mj: tuple[FakeServer, MJState], http: aiohttp.Clie
     assert solid(await get_image(http, u4["imageUrl"])) == fake_mj.quadrant_colors(parent)[3]
 
 
-async def test_image_urls_fork(http: aiohttp.ClientSession) -> None:
-    with serve(step_s=STEP, include_image_urls=True) as srv:
+async def test_tai_fork_extras(http: aiohttp.ClientSession) -> None:
+    with serve(step_s=STEP, include_image_urls=True, include_buttons=True) as srv:
         tid = await imagine(http, srv.url)
         task = await wait_terminal(http, srv.url, tid)
+        labels = [b["label"] for b in task["buttons"]]
+        assert labels == ["U1", "U2", "U3", "U4", "", "V1", "V2", "V3", "V4"]
+        upsample = task["buttons"][1]["customId"]
+        assert upsample.startswith("MJ::JOB::upsample::2::")
+        res = await post(http, f"{srv.url}/mj/submit/action", {"taskId": tid, "customId": upsample})
+        up = await wait_terminal(http, srv.url, res["result"])
+        assert up["buttons"] == [] and "imageUrls" not in up
         assert len(task["imageUrls"]) == 4
         for i, entry in enumerate(task["imageUrls"]):
             assert solid(await get_image(http, entry["url"])) == fake_mj.quadrant_colors(tid)[i]

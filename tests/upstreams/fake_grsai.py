@@ -62,7 +62,7 @@ FAIL_TEXT = {
 }
 
 Color = tuple[int, int, int]
-_dumps = partial(json.dumps, ensure_ascii=False)
+_dumps = partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -298,7 +298,7 @@ async def _stream(request: web.Request, state: GrsAiState, t: GrsTask, shut_prog
         done = snap["status"] != "running"
         key = (snap["status"], snap["progress"])
         if key != last and (done or not shut_progress):
-            await resp.write(f"{prefix}{_dumps(snap, separators=(',', ':'))}{sep}".encode())
+            await resp.write(f"{prefix}{_dumps(snap)}{sep}".encode())
             sent += 1
             last = key
         if done:

@@ -158,7 +158,7 @@ async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageR
                     partial_index += 1
                 else:
                     yield f": progress {ev.percent}%\n\n".encode()
-            elif isinstance(ev, ProviderResult):
+            elif isinstance(ev, ProviderResult) and not ev.streamed:
                 d = delivery_for(request, rt, req, ev.meta, stream=True)
                 data = await rt.deliverer.all(ev.images, d)
                 fmt = d.output_format or ev.meta.get("output_format") or req.output_format or "png"

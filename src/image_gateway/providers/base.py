@@ -65,6 +65,8 @@ class ProviderResult:
     usage: dict[str, Any] | None = None
     # Echoed response fields (background, output_format, quality, size) when the upstream gave them.
     meta: dict[str, Any] = field(default_factory=dict)
+    # True when the images already went out as relayed StreamEvents (a native stream).
+    streamed: bool = False
 
 
 @dataclass(slots=True)

@@ -38,14 +38,20 @@ _PATHS = {"generate": "/images/generations", "edit": "/images/edits", "variation
 
 
 def _routes() -> tuple[RouteSpec, ...]:
-    # GPT-image models always answer base64 and reject response_format; DALL·E models take
-    # response_format but not output_format. The gateway does the other half itself.
-    gpt = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2")
-    dalle = ("dall-e-3", "dall-e-2")
-    return (
-        *(RouteSpec(n, n, description=f"OpenAI {n}", options={"native_response_format": False}) for n in gpt),
-        *(RouteSpec(n, n, description=f"OpenAI {n}", options={"native_output_format": False}) for n in dalle),
-    )
+    names = ("gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "dall-e-3", "dall-e-2")
+    return tuple(RouteSpec(n, n, description=f"OpenAI {n}") for n in names)
+
+
+def _native(ctx: CallContext) -> tuple[bool, bool]:
+    """(takes response_format, takes output_format) for the upstream model; route options override.
+
+    GPT-image models always answer base64 and reject response_format; DALL·E models take
+    response_format but not output_format. The gateway does the other half itself.
+    """
+    model = ctx.upstream_model
+    gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
+    return (bool(ctx.options.get("native_response_format", not gpt_image)),
+            bool(ctx.options.get("native_output_format", not model.startswith("dall-e"))))
 
 
 class OpenAIProvider:
@@ -79,9 +85,10 @@ class OpenAIProvider:
         if req.operation != "variation":
             params["prompt"] = req.prompt
         skip = set()
-        if ctx.options.get("native_response_format") is False:
+        native_rf, native_of = _native(ctx)
+        if not native_rf:
             skip.add("response_format")
-        if ctx.options.get("native_output_format") is False:
+        if not native_of:
             skip.update(("output_format", "output_compression"))
         for n in names:
             if n in skip:
@@ -114,6 +121,8 @@ class OpenAIProvider:
                 if resp.status >= 400:
                     raise error_from_openai_body(resp.status, await resp.read(), resp.headers, self.name, secrets)
                 if resp.content_type == "text/event-stream":
+                    final: list[GeneratedImage] = []
+                    usage = None
                     async for data in _sse(resp):
                         if "error" in data:
                             err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
@@ -121,6 +130,13 @@ class OpenAIProvider:
                                                type=str(err.get("type") or "upstream_error"),
                                                code=err.get("code"))
                         yield StreamEvent(data)
+                        if str(data.get("type", "")).endswith(".completed") and data.get("b64_json"):
+                            final.append(GeneratedImage(b64=data["b64_json"]))
+                            usage = data.get("usage") or usage
+                    if not final:
+                        raise UpstreamError("upstream stream ended without a completed image")
+                    meta = {k: data[k] for k in ("background", "output_format", "quality", "size") if k in data}
+                    yield ProviderResult(final, usage=usage, meta=meta, streamed=True)
                     return
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as e:
