@@ -203,3 +203,19 @@ def test_upstream_timeout_and_unreachable(gateway: GatewayFactory, openai_upstre
     for g in (gw, dead):
         g.remember(r.text, r2.text)
         g.assert_secret_absent(UPSTREAM_KEY)
+
+
+def test_edit_stream_uses_image_edit_events(gw_openai) -> None:  # type: ignore[no-untyped-def]
+    gw, client, state = gw_openai
+    stream = client.images.edit(model="gpt-image-1", image=("a.png", _png_bytes(), "image/png"), prompt="hat",
+                                stream=True, partial_images=1)
+    types = [ev.type for ev in stream]
+    assert types == ["image_edit.partial_image", "image_edit.completed"]
+    assert fake_openai.last_request(state).form["stream"] == ["true"]
+
+
+def test_demo_stream_for_a_provider_without_native_stream(gw_openai) -> None:  # type: ignore[no-untyped-def]
+    gw, client, state = gw_openai
+    events = list(client.images.generate(model="demo", prompt="fox", size="64x64", n=2, stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"] * 2
+    assert all(e.b64_json for e in events)
