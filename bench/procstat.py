@@ -7,6 +7,7 @@ so every figure here is for the tree rooted at the pid the harness started.
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,20 @@ def rss_bytes(root: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs; /proc/stat minus idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal; guest is inside user
+    return busy / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process plus its reaped children (wrk runs as one)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 @dataclass

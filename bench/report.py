@@ -7,7 +7,7 @@ import os
 import platform
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from measure import TargetResult
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
+PEER_C = 32
 
 
 def machine_info() -> dict[str, str]:
@@ -68,28 +69,31 @@ def load_table(results: list[TargetResult]) -> list[str]:
     """One row per (target, concurrency); latency overhead is this row minus direct at the same c."""
     direct = next((r for r in results if r.target.startswith("direct")), None)
     rows = [
-        "| target | c | req/s | p50 ms | p99 ms | p50 − direct | p99 − direct | CPU ms/req | RSS peak MB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| target | c | req/s | p50 ms | p99 ms | p50 − direct | p99 − direct | CPU ms/req | RSS peak MB "
+        "| other CPU % | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if r.skipped:
-            rows.append(f"| {r.target} | – | skipped | | | | | | | see notes |")
+            rows.append(f"| {r.target} | – | skipped | | | | | | | | see notes |")
             continue
         for p in r.points:
             d = direct.point(p.concurrency) if direct and r is not direct else None
             rows.append(
                 f"| {r.target} | {p.concurrency} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} "
                 f"| {_delta(p.p50_ms, d.p50_ms if d else None)} | {_delta(p.p99_ms, d.p99_ms if d else None)} "
-                f"| {_f(p.cpu_ms_per_req, 3)} | {p.rss_peak_mb:.0f} | {_errors(p.errors)} |"
+                f"| {_f(p.cpu_ms_per_req, 3)} | {p.rss_peak_mb:.0f} | {_f(p.other_cpu_pct, 0)} | {_errors(p.errors)} |"
             )
     return rows
 
 
 def startup_table(results: list[TargetResult]) -> list[str]:
     rows = ["| target | version | start-up to healthy s | idle RSS MB |", "|---|---|---:|---:|"]
+    seen: set[str] = set()
     for r in results:
-        if r.startup_s is None:
+        if r.startup_s is None or r.target in seen:
             continue
+        seen.add(r.target)
         rows.append(f"| {r.target} | {r.version or '–'} | {r.startup_s:.2f} | {_f(r.idle_rss_mb, 0)} |")
     return rows
 
@@ -119,7 +123,11 @@ def render_markdown(run: Run) -> str:
         "the requests served; RSS is the tree's sum, sampled every 0.25 s. wrk, the fake upstream and the target "
         "share the same cores, so req/s is a lower bound on what the target can do alone; CPU ms/req is the "
         "figure that carries over to other machines. \"− direct\" is added latency against the fake upstream "
-        "alone at the same concurrency.",
+        "alone at the same concurrency. \"other CPU %\" is the share of the machine's CPU used during the point by "
+        "anything but the target, the fake upstream, wrk and the harness: when it is high, another job was "
+        "running and that point's req/s and latency are not to be trusted. "
+        f"A point above {s.get('noisy_pct', 15):g}% was measured again, up to {s.get('retries', 2)} more times, "
+        "keeping the quietest attempt.",
     ]
     all_results: list[TargetResult] = []
     for title, results in run.scenarios.items():
@@ -127,7 +135,10 @@ def render_markdown(run: Run) -> str:
         lines += ["", f"## {title}", "", *load_table(results)]
     if run.peers:
         all_results += run.peers
-        lines += ["", "## Peers (same fast fake upstream, same run)", "", *load_table(run.peers)]
+        first = next(iter(run.scenarios.values()), [])
+        ours = [replace(r, points=[p for p in r.points if p.concurrency == PEER_C]) for r in first]
+        lines += ["", f"## Peers at c={PEER_C} (same fast fake upstream, same run)", "",
+                  *load_table([r for r in ours if r.points or r.skipped] + run.peers)]
     lines += ["", "## Start-up and idle memory", "", *startup_table(all_results)]
     if run.async_scale is not None:
         lines += ["", "## Async tasks at scale", "", *render_async(run.async_scale)]

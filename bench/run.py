@@ -14,6 +14,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import peers
@@ -37,23 +38,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--peers-only", action="store_true", help="only the c=32 comparison with the peers")
     ap.add_argument("--workers", type=_ints, default=[1, 2], help="gateway worker counts, e.g. 1,2")
     ap.add_argument("--concurrency", type=_ints, default=[1, 32, 256])
-    ap.add_argument("--duration", type=float, help="seconds per point (default 5, quick 2)")
-    ap.add_argument("--warmup", type=float, help="warm-up seconds before each point (default 2, quick 1)")
+    ap.add_argument("--duration", type=int, help="whole seconds per point (default 5, quick 2)")
+    ap.add_argument("--warmup", type=int, help="warm-up seconds before each point (default 2, quick 1)")
     ap.add_argument("--fake-procs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--slow-delay", type=float, default=1.0, help="upstream delay for the in-flight scenario; 0=off")
     ap.add_argument("--async-jobs", type=int, help="async tasks to submit (default 10000, quick 1000; 0=off)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-measure a noisy point (see --noisy-pct) up to this many times")
+    ap.add_argument("--noisy-pct", type=float, default=15.0, help="other-CPU %% that makes a point noisy")
     ap.add_argument("--name", help="results file name after the date (default: full, quick or peers)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                     help="refresh the README block (default: on for full runs)")
     args = ap.parse_args(argv)
-    args.duration = args.duration or (2.0 if args.quick else 5.0)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    args.duration = args.duration or (2 if args.quick else 5)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     if args.async_jobs is None:
         args.async_jobs = 1000 if args.quick else 10_000
     if args.peers_only:
         args.peers, args.concurrency, args.workers, args.slow_delay, args.async_jobs = True, [32], [1], 0, 0
-    args.name = args.name or ("peers" if args.peers_only else "quick" if args.quick else "full")
+    if not args.name:
+        base = "quick" if args.quick else "full"
+        args.name = "peers" if args.peers_only else base + ("-peers" if args.peers else "")
     return args
 
 
@@ -62,16 +68,16 @@ def log(msg: str) -> None:
 
 
 def run_scenario(title: str, fake: Server, targets: list[Target], plan: LoadPlan, log_dir: Path) -> list[TargetResult]:
-    upstream = f"http://127.0.0.1:{fake.port}/v1"
     log(f"{title}: direct at c={plan.concurrencies}")
     results = [measure_direct(fake, title, plan)]
     for target in targets:
         log(f"{title}: {target.name}" + (f" (skipped: {target.skip_reason})" if target.skip_reason else ""))
-        results.append(measure_target(target, upstream, title, plan, log_dir))
+        results.append(measure_target(target, fake, title, plan, log_dir))
     for r in results:
         for p in r.points:
             log(f"  {r.target:28} c={p.concurrency:<4} {p.rps:9,.0f} req/s  p50 {p.p50_ms:7.2f} ms  "
-                f"p99 {p.p99_ms:7.2f} ms  cpu {p.cpu_ms_per_req or 0:.3f} ms/req  errors {p.errors or 0}")
+                f"p99 {p.p99_ms:7.2f} ms  cpu {p.cpu_ms_per_req or 0:.3f} ms/req  other {p.other_cpu_pct or 0:.0f}%  "
+                f"errors {p.errors or 0}")
         if r.skipped:
             log(f"  {r.target}: skipped: {r.skipped.splitlines()[0]}")
     return results
@@ -97,10 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         settings={
             "duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
             "workers": args.workers, "fake_procs": args.fake_procs, "slow_delay_s": args.slow_delay,
-            "async_jobs": args.async_jobs, "wrk": wrk_version(wrk),
+            "async_jobs": args.async_jobs, "wrk": wrk_version(wrk), "noisy_pct": args.noisy_pct,
+            "retries": args.retries,
         },
     )
-    plan = LoadPlan(args.concurrency, args.duration, args.warmup)
+    plan = LoadPlan(args.concurrency, args.duration, args.warmup, noisy_pct=args.noisy_pct, retries=args.retries)
     targets = [floor_target(), *(gateway_target(n) for n in args.workers)]
     if not GATEWAY_BIN.exists():
         run.notes.append(f"The gateway column is empty: {GATEWAY_BIN} does not exist yet (install the package).")
@@ -111,11 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         run.scenarios[title] = run_scenario(title, fake, targets, plan, log_dir)
         if args.peers:
             log("peers: LiteLLM proxy and Portkey gateway at c=32")
-            peer_plan = LoadPlan([32], args.duration, args.warmup)
-            upstream = f"http://127.0.0.1:{fake.port}/v1"
+            peer_plan = replace(plan, concurrencies=[32])
             for target in peers.peer_targets(log_dir):
                 log(f"peers: {target.name}" + (f" (skipped: {target.skip_reason})" if target.skip_reason else ""))
-                res = measure_target(target, upstream, "peers", peer_plan, log_dir)
+                res = measure_target(target, fake, "peers", peer_plan, log_dir)
                 run.peers.append(res)
                 for p in res.points:
                     log(f"  {res.target:28} c=32 {p.rps:9,.0f} req/s  p50 {p.p50_ms:.2f} ms  p99 {p.p99_ms:.2f} ms  "
@@ -133,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 title = f"Slow upstream (fake answers after {args.slow_delay:g} s): requests in flight"
-                c_max = max(args.concurrency)
-                slow_plan = LoadPlan([c_max], max(args.duration, 2 * args.slow_delay + 1), args.warmup)
+                # wrk takes whole seconds: 5 or 10 upstream round trips, so each connection completes
+                # rounds-1 requests whether the target adds 1 ms or 100 ms (req/s ≈ c × (rounds-1)/window).
+                rounds = 5 if args.quick else 10
+                slow_plan = replace(plan, concurrencies=[max(args.concurrency)],
+                                    duration_s=max(1, round(rounds * args.slow_delay)))
                 run.scenarios[title] = run_scenario(title, slow, targets, slow_plan, log_dir)
             finally:
                 slow.stop()

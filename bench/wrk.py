@@ -36,7 +36,8 @@ def ensure_wrk() -> str:
 
 def wrk_version(wrk: str) -> str:
     done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    return (done.stdout + done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else "?"
+    first = (done.stdout + done.stderr).strip().splitlines()
+    return " ".join(first[0].split()[:2]) if first else "wrk ?"  # "wrk debian/4.1.0-3+b2"
 
 
 @dataclass
@@ -76,14 +77,15 @@ def run_wrk(
     """One wrk run. `headers` are "Name: value" strings added to every request."""
     wrk = ensure_wrk()
     n_threads = threads or max(1, min(connections, os.cpu_count() or 1))
+    seconds = max(1, round(duration_s))  # wrk takes whole seconds only
     cmd = [
-        wrk, f"-t{n_threads}", f"-c{connections}", f"-d{duration_s:g}s", f"--timeout={timeout_s:g}s",
+        wrk, f"-t{n_threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={max(1, round(timeout_s))}s",
         "--latency", "-s", str(POST_LUA), url, "--", key, *(headers or []),
     ]
     env = dict(os.environ)
     if body is not None:
         env["BENCH_BODY"] = body
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + timeout_s + 30,
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + timeout_s + 30,
                           check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if done.returncode != 0 or line is None:

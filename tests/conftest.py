@@ -39,3 +39,12 @@ def openai_upstream() -> Iterator[FakeServer]:
     server = fake_openai.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fakes() -> Iterator[list[FakeServer]]:
+    """Three fake OpenAI upstreams (real servers on 127.0.0.1): deployments/providers A, B, C."""
+    servers = [fake_openai.start() for _ in range(3)]
+    yield servers
+    for s in servers:
+        s.stop()

@@ -13,12 +13,15 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from .api import health, images, models
+from . import metrics
+from .api import admin, chat, health, images, models, tasks
 from .api.errors import gateway_error_handler, http_error_handler
 from .api.middleware import RequestContext
 from .config import Config, load_config
 from .errors import GatewayError
-from .logs import setup_logging
+from .logs import flush_logging, setup_logging
+from .reload import Reloader
+from .routing.limits import RateLimitMiddleware
 from .runtime import Runtime
 
 log = logging.getLogger("image_gateway")
@@ -26,38 +29,57 @@ log = logging.getLogger("image_gateway")
 
 def build_app(cfg: Config) -> Starlette:
     rt = Runtime(cfg)
+    reloader = Reloader(rt)
+    metrics.bind(rt)
+    tasks.install(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt.store.ensure()
         sweeper = asyncio.create_task(rt.store.sweep_forever())
+        lag = asyncio.create_task(metrics.sample_loop_lag())
+        reloader.start()  # YAML file watcher + SIGHUP
+        await rt.engine.start()  # open the task store, resume unfinished tasks
         log.info("gateway ready", extra={"listen": f"{cfg.host}:{cfg.port}", "routes": len(cfg.routes),
                                          "usable_providers": rt.usable_providers()})
         try:
             yield
         finally:
+            # uvicorn runs this after in-flight requests ended (or `--grace` ran out): sessions close last.
             sweeper.cancel()
+            lag.cancel()
+            await reloader.stop()
             await rt.close()
+            log.info("gateway stopped", extra={"inflight": rt.router.inflight()})
+            flush_logging()
 
     routes = [
         Route("/v1/images/generations", images.generations, methods=["POST"]),
         Route("/v1/images/edits", images.edits, methods=["POST"]),
         Route("/v1/images/variations", images.variations, methods=["POST"]),
+        Route("/v1/chat/completions", chat.completions, methods=["POST"]),
+        *tasks.ROUTES,
         Route("/v1/models", models.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", models.get_model, methods=["GET"]),
         Route("/health", health.health, methods=["GET"]),
         Route("/ready", health.ready, methods=["GET"]),
         Route("/images/{name}", health.hosted_image, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/admin/reload", admin.reload, methods=["POST"]),
+        Route("/admin/deployments", admin.deployments, methods=["GET"]),
     ]
     middleware = [
         Middleware(RequestContext, access_log=cfg.access_log),
         Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
-                   expose_headers=["X-Request-ID", "X-Gateway-Model", "X-Gateway-Provider", "Retry-After"],
+                   expose_headers=["X-Request-ID", "X-Gateway-Model", "X-Gateway-Provider", "X-Gateway-Deployment",
+                                   "Retry-After", "Idempotent-Replayed", "X-Gateway-Task-Id", "Location"],
                    max_age=600),
+        Middleware(RateLimitMiddleware),  # per-key rpm / concurrency; a no-op unless `limits:` is set
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler})
     app.state.rt = rt
+    app.state.reloader = reloader
     return app
 
 

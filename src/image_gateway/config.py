@@ -21,6 +21,14 @@ from .errors import mask_key
 from .prompt.enhance import EnhanceSettings
 from .providers.base import RouteSpec
 from .providers.registry import PROVIDER_CLASSES
+from .routing.settings import (
+    DeploymentSettings,
+    LimitSettings,
+    SettingsError,
+    check_key_refs,
+    parse_deployments,
+    parse_limits,
+)
 
 
 class ConfigError(ValueError):
@@ -46,13 +54,19 @@ class Route:
     fallbacks: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Several accounts/base URLs of this one model, balanced least-busy (routing/deployments.py).
+    deployments: tuple[DeploymentSettings, ...] = ()
 
 
 @dataclass(frozen=True)
 class RouterSettings:
-    retries: int = 2
-    cooldown_failures: int = 3
-    cooldown_s: float = 60.0
+    retries: int = 2  # re-sends per route (spread over its deployments) before its fallbacks
+    cooldown_failures: int = 3  # consecutive failures that take a deployment out
+    cooldown_s: float = 60.0  # how long it stays out before one probe request is let through
+    backoff_s: float = 0.5  # first back-off; doubles per retry, with jitter
+    backoff_max_s: float = 8.0
+    max_retry_after_s: float = 30.0  # a longer upstream Retry-After is not waited for
+    idempotency_ttl_s: float = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,8 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=dict)  # alias -> route name
     default_fallbacks: tuple[str, ...] = ()
     router: RouterSettings = field(default_factory=RouterSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    watch_config: bool = True  # poll the YAML file's mtime and reload on change
     public_base_url: str | None = None
     data_dir: Path = Path("./data")
     image_ttl_s: float = 24 * 3600.0
@@ -73,12 +89,16 @@ class Config:
     download_max_bytes: int = 50 * 1024 * 1024
     download_timeout_s: float = 60.0
     job_deadline_s: float = 600.0
+    sse_keepalive_s: float = 10.0  # chat streams: an SSE comment whenever nothing else was sent this long
     default_model: str = "demo"  # used when a request names no model
     cors_origins: tuple[str, ...] = ("*",)
     log_level: str = "INFO"
     access_log: bool = True
     enhance: EnhanceSettings = field(default_factory=lambda: EnhanceSettings(api_key=None))
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_attempts: int = 5  # task webhooks: tries per delivery, with exponential back-off
+    webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
+    task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
     redis_url: str | None = None
     config_path: Path | None = None
 
@@ -92,6 +112,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Every configured key, for scrubbing text bound for a client or a log."""
         out = [p.api_key for p in self.providers.values() if p.api_key]
+        out += [d.api_key for r in self.routes.values() for d in r.deployments if d.api_key]
+        out += list(self.limits.per_key)
         out += list(self.gateway_keys)
         out += [k for k in (self.admin_key, self.enhance.api_key, self.webhook_secret) if k]
         return out
@@ -119,9 +141,14 @@ class Config:
                         "api_key": mask_key(self.enhance.api_key), "timeout_s": self.enhance.timeout_s},
             "routes": {
                 r.name: {"provider": r.provider, "upstream_model": r.upstream_model, "aliases": list(r.aliases),
-                         "fallbacks": list(r.fallbacks), "defaults": dict(r.defaults), **dict(r.options)}
+                         "fallbacks": list(r.fallbacks), "defaults": dict(r.defaults), **dict(r.options),
+                         **({"deployments": [{"name": d.label, "base_url": d.base_url, "api_key": mask_key(d.api_key),
+                                              "timeout_s": d.timeout_s, **dict(d.options)} for d in r.deployments]}
+                            if r.deployments else {})}
                 for r in self.routes.values()
             },
+            "limits": {"rpm": self.limits.default.rpm, "concurrent": self.limits.default.concurrent,
+                       "keys": {mask_key(k): vars(v) for k, v in self.limits.per_key.items()}},
             "aliases": dict(self.aliases),
             "default_fallbacks": list(self.default_fallbacks),
             "router": vars(self.router) if hasattr(self.router, "__dict__") else str(self.router),
@@ -170,7 +197,8 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a mapping at the top level")
-    known = {"providers", "routes", "aliases", "default_fallbacks", "router", "server", "images", "enhance"}
+    known = {"providers", "routes", "aliases", "default_fallbacks", "router", "server", "images", "enhance",
+             "limits"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"config file {path}: unknown section(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -179,6 +207,10 @@ def _read_yaml(path: Path, env: Mapping[str, str]) -> dict[str, Any]:
             raw = (p or {}).get(key)
             if raw is not None and not _REF.fullmatch(str(raw)):
                 raise ConfigError(f"providers.{pname}.api_key must be a ${{VAR}} reference, not a literal key")
+    try:
+        check_key_refs(data)
+    except SettingsError as e:
+        raise ConfigError(str(e)) from None
     return _expand(data, env)  # type: ignore[no-any-return]
 
 
@@ -195,7 +227,8 @@ def _route_from_yaml(item: Any, base: Mapping[str, Route]) -> Route:
     provider = str(item.get("provider") or (old.provider if old else ""))
     if provider not in PROVIDER_CLASSES:
         raise ConfigError(f"route {name}: unknown provider {provider!r}; known: {sorted(PROVIDER_CLASSES)}")
-    known = {"name", "provider", "upstream_model", "defaults", "aliases", "fallbacks", "description", "options"}
+    known = {"name", "provider", "upstream_model", "defaults", "aliases", "fallbacks", "description", "options",
+             "deployments"}
     options = dict(old.options) if old else {}
     options.update(item.get("options") or {})
     options.update({k: v for k, v in item.items() if k not in known})  # flat route options
@@ -211,7 +244,16 @@ def _route_from_yaml(item: Any, base: Mapping[str, Route]) -> Route:
         fallbacks=tuple(str(a) for a in item.get("fallbacks", old.fallbacks if old else ())),
         options=options,
         description=str(item.get("description", old.description if old else "")),
+        deployments=_deployments(name, provider, item.get("deployments")) if "deployments" in item else (
+            old.deployments if old else ()),
     )
+
+
+def _deployments(route: str, provider: str, raw: Any) -> tuple[DeploymentSettings, ...]:
+    try:
+        return parse_deployments(route, provider, raw)
+    except SettingsError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_config(environ: Mapping[str, str] | None = None, config_path: str | Path | None = None,
@@ -268,8 +310,11 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     router_doc = doc.get("router") or {}
     try:
         router = RouterSettings(**router_doc)
+        limits = parse_limits(doc.get("limits"))
     except TypeError as e:
         raise ConfigError(f"router: {e}") from None
+    except SettingsError as e:
+        raise ConfigError(str(e)) from None
 
     gw_keys = {k.strip() for k in (env.get("GATEWAY_API_KEYS") or "").split(",") if k.strip()}
     if env.get("GATEWAY_API_KEY"):
@@ -299,6 +344,8 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         aliases=aliases,
         default_fallbacks=default_fallbacks,
         router=router,
+        limits=limits,
+        watch_config=(env.get("CONFIG_WATCH") or str(server.get("watch_config", "true"))).lower() in _TRUE,
         public_base_url=(env.get("PUBLIC_BASE_URL") or server.get("public_base_url") or "").rstrip("/") or None,
         data_dir=Path(env.get("DATA_DIR") or server.get("data_dir") or "./data"),
         image_ttl_s=_num(env, "IMAGE_TTL_S", float(images.get("ttl_s", 24 * 3600))),
@@ -307,11 +354,15 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         download_timeout_s=_num(env, "DOWNLOAD_TIMEOUT_S", float(images.get("download_timeout_s", 60))),
         default_model=default_model,
         job_deadline_s=_num(env, "JOB_DEADLINE_S", float(server.get("job_deadline_s", 600))),
+        sse_keepalive_s=_num(env, "SSE_KEEPALIVE_S", float(server.get("sse_keepalive_s", 10))),
         cors_origins=cors_origins,
         log_level=(env.get("LOG_LEVEL") or server.get("log_level") or "INFO").upper(),
         access_log=(env.get("ACCESS_LOG") or str(server.get("access_log", "true"))).lower() in _TRUE,
         enhance=enhance,
         webhook_secret=env.get("WEBHOOK_SECRET") or None,
+        webhook_attempts=int(_num(env, "WEBHOOK_ATTEMPTS", float(server.get("webhook_attempts", 5)))),
+        webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
+        task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
         redis_url=env.get("REDIS_URL") or server.get("redis_url") or None,
         config_path=path,
     )

@@ -70,6 +70,13 @@ def update_secrets(secrets: list[str]) -> None:
             fmt.secrets = secrets
 
 
+def flush_logging() -> None:
+    """Write out every queued line now (at shutdown: uvicorn re-raises SIGTERM right after it)."""
+    if _listener is not None:
+        _listener.stop()
+        _listener.start()
+
+
 def stop_logging() -> None:
     global _listener
     if _listener is not None:

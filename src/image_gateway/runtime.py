@@ -9,22 +9,34 @@ import aiohttp
 
 from .config import Config
 from .engine.engine import Engine
+from .engine.sqlite_store import SqliteTaskStore
+from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
 from .media.store import LocalImageStore
 from .providers.base import Provider
-from .providers.registry import PROVIDER_CLASSES
+from .providers.http import new_session
+from .routing.deployments import Pool
+from .routing.idempotency import IdempotencyStore
+from .routing.limits import Limiter
 from .routing.router import Router
 
 
 class Runtime:
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
         self.started = int(time.time())
-        self.providers: dict[str, Provider] = {n: cls(cfg.providers[n]) for n, cls in PROVIDER_CLASSES.items()}
-        self.engine = Engine()
-        self.router = Router(cfg, self.providers, self.engine)
+        # Async tasks: SQLite under DATA_DIR (never a key), webhooks, one poller per provider instance.
+        self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3"),
+                             webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s),
+                             secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s)
+        # The config, its providers and routes live in the Router; a reload swaps `router` whole
+        # (reload.py) and a request keeps the Router it started with.
+        self.router = Router(cfg, Pool(cfg), self.engine)
+        self.generation = 0  # config swaps since start
+        self.limiter = Limiter()
+        self.idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")
         self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
         self._download: aiohttp.ClientSession | None = None
+        self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
         self.deliverer = Deliverer(self.store, self.download_session, cfg.download_max_bytes, cfg.download_timeout_s)
         self.extras: dict[str, Any] = {}
 
@@ -33,15 +45,28 @@ class Runtime:
             self._download = new_download_session()
         return self._download
 
+    def enhance_session(self) -> aiohttp.ClientSession:
+        if self._enhance is None or self._enhance.closed:
+            self._enhance = new_session(self.cfg.enhance.timeout_s, limit=64)
+        return self._enhance
+
+    @property
+    def cfg(self) -> Config:
+        return self.router.cfg
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.router.providers
+
     def usable_providers(self) -> list[str]:
-        out = []
-        for name, p in self.providers.items():
-            if not p.capabilities.needs_key or self.cfg.providers[name].api_key:
-                out.append(name)
-        return out
+        """Providers with a key and at least one deployment not cooling down."""
+        return self.router.usable_providers()
 
     async def close(self) -> None:
-        for p in self.providers.values():
-            await p.close()
+        await self.engine.close()
+        await self.router.pool.close()
+        self.idempotency.close()
         if self._download is not None:
             await self._download.close()
+        if self._enhance is not None:
+            await self._enhance.close()

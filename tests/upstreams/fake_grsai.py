@@ -167,6 +167,22 @@ class GrsAiState(FakeState):
         self.tasks: dict[str, GrsTask] = {}
         self.hook_posts: list[tuple[str, str, int]] = []
         self.seen_base = "http://127.0.0.1"
+        self._knobs = {k: getattr(self, k) for k in (
+            "api_key", "step_s", "progress_steps", "moderation_word", "output_moderation_prompts", "error_prompts",
+            "not_found_first_polls", "no_space_after_data", "no_newlines", "break_stream_after",
+            "break_stream_clean", "hang", "strict_models", "public_url")}
+
+    def reset(self) -> None:
+        """Knobs back to their constructor values; recorded requests, tasks and counters cleared."""
+        with self.lock:
+            self.requests.clear()
+            self.faults.clear()
+        for k, v in self._knobs.items():
+            setattr(self, k, list(v) if isinstance(v, list) else v)
+        self.delay_s = 0.0
+        self.submits = self.polls = 0
+        self.tasks.clear()
+        self.hook_posts.clear()
 
     def snapshot(self, t: GrsTask, base: str | None = None, now: float | None = None) -> dict[str, Any]:
         """The task snapshot (§3.6) at monotonic time `now`."""
@@ -286,7 +302,7 @@ async def _stream(request: web.Request, state: GrsAiState, t: GrsTask, shut_prog
     prefix = "data:" if state.no_space_after_data else "data: "
     sep = "" if state.no_newlines else "\n\n"
     base = state.public_url or f"http://{request.host}"
-    sent, last = 0, None
+    sent, last, step = 0, None, 0
     while True:
         if state.break_stream_after is not None and sent >= state.break_stream_after:
             if state.break_stream_clean:
@@ -294,7 +310,12 @@ async def _stream(request: web.Request, state: GrsAiState, t: GrsTask, shut_prog
                 return resp
             _abort(request)
         now = time.monotonic()
-        snap = state.snapshot(t, base, now)
+        if t.t0 + step * t.step > now:  # step `step` has not been reached yet
+            await asyncio.sleep(t.t0 + step * t.step - now + 0.001)
+            continue
+        # The state at step `step` (not "now"): a late wake-up under load must not skip a progress value.
+        snap = state.snapshot(t, base, t.t0 + (step + 0.5) * t.step)
+        step += 1
         done = snap["status"] != "running"
         key = (snap["status"], snap["progress"])
         if key != last and (done or not shut_progress):
@@ -303,7 +324,6 @@ async def _stream(request: web.Request, state: GrsAiState, t: GrsTask, shut_prog
             last = key
         if done:
             break
-        await asyncio.sleep(state.next_change_in(t, now) + 0.001)
     await resp.write_eof()
     return resp
 
@@ -356,10 +376,14 @@ class _Hooks:
         task.add_done_callback(self.running.discard)
 
     async def _run(self, t: GrsTask, url: str) -> None:
-        state, last = self.state, None
+        state, last, step = self.state, None, 0
         while self.session is not None:
             now = time.monotonic()
-            snap = state.snapshot(t, None, now)
+            if t.t0 + step * t.step > now:
+                await asyncio.sleep(t.t0 + step * t.step - now + 0.001)
+                continue
+            snap = state.snapshot(t, None, t.t0 + (step + 0.5) * t.step)  # every step, even after a late wake-up
+            step += 1
             key = (snap["status"], snap["progress"])
             if key != last:
                 last = key
@@ -369,7 +393,6 @@ class _Hooks:
                 state.hook_posts.append((t.id, snap["status"], snap["progress"]))
             if snap["status"] != "running":
                 return
-            await asyncio.sleep(state.next_change_in(t, now) + 0.001)
 
 
 HOOKS_KEY = web.AppKey("grsai_hooks", _Hooks)

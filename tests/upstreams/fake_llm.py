@@ -33,6 +33,7 @@ from tests.upstreams.base import FakeServer, FakeState, recording_middleware, se
 MODES = ("clean", "fenced", "chatter", "garbage", "slow", "slow_body", "url_inside", "no_content", "error500")
 URL_IN_PROMPT = "https://example.com/x"
 COMMENT_IN_PROMPT = "// this is not a comment"
+REPLY_PROMPT = "A fluffy ginger cat wearing round spectacles reads a hardcover book in a sunlit armchair"
 
 
 class LLMState(FakeState):
@@ -41,9 +42,7 @@ class LLMState(FakeState):
         self.api_key = api_key
         self.mode = "clean"
         self.slow_s = 2.0
-        self.reply_prompt = (
-            "A fluffy ginger cat wearing round spectacles reads a hardcover book in a sunlit armchair"
-        )
+        self.reply_prompt = REPLY_PROMPT
         self.reply_ratio: str | None = "3:2"
 
     def reset(self) -> None:
@@ -53,6 +52,7 @@ class LLMState(FakeState):
         self.delay_s = 0.0
         self.mode = "clean"
         self.slow_s = 2.0
+        self.reply_prompt = REPLY_PROMPT
         self.reply_ratio = "3:2"
 
 

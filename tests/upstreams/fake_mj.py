@@ -18,7 +18,8 @@ Grid layout: four solid 128x128 quadrants, U1 top-left, U2 top-right, U3 bottom-
 coloured `quadrant_colors(task_id)[0..3]` (four hues 90 degrees apart, offset derived from the task id).
 An UPSCALE of index i yields a 256x256 solid image of the parent's quadrant i colour
 (`upscale_color(parent_id, i)`). Images are served, without auth, at `GET /mj/image/<id>.png`,
-`GET /mj/preview/<id>.png` and (MJ-TAI `imageUrls`) `GET /mj/image/<id>/0_<i>.png` (+ `0_<i>_thumb.png`).
+`GET /mj/preview/<id>.png?progress=<p>` (less blur as p grows)
+and (MJ-TAI `imageUrls`) `GET /mj/image/<id>/0_<i>.png` (+ `0_<i>_thumb.png`).
 
 Run by hand: `python -m tests.upstreams.fake_mj --port 8080 [--secret S] [--step-s 0.2]`.
 """
@@ -113,10 +114,12 @@ def solid_png(color: Color, size: int) -> bytes:
 
 
 @lru_cache(maxsize=512)
-def preview_png(colors: tuple[Color, ...]) -> bytes:
-    """A small, heavily blurred version of the final image (what Discord shows mid-generation)."""
+def preview_png(colors: tuple[Color, ...], progress: int = 0) -> bytes:
+    """A small, blurred version of the final image (what Discord shows mid-generation); the further
+    along, the less blurred (radius 16 px at 0 % down to 4 px)."""
     src = Image.open(io.BytesIO(grid_png(colors) if len(colors) == 4 else solid_png(colors[0], GRID_SIZE)))
-    return _png(src.convert("RGB").resize((PREVIEW_SIZE, PREVIEW_SIZE)).filter(ImageFilter.GaussianBlur(16)))
+    radius = max(4, round(16 * (100 - max(0, min(100, progress))) / 100))
+    return _png(src.convert("RGB").resize((PREVIEW_SIZE, PREVIEW_SIZE)).filter(ImageFilter.GaussianBlur(radius)))
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -266,8 +269,8 @@ class MJState(FakeState):
         base = base or self.base_url()
         status, progress, start, finish = self.phase(t, now)
         image_url: str | None = None
-        if status == "IN_PROGRESS":
-            image_url = f"{base}/mj/preview/{t.id}.png"
+        if status == "IN_PROGRESS":  # a new URL per step, like the Discord attachment of each update
+            image_url = f"{base}/mj/preview/{t.id}.png?progress={progress.rstrip('%')}"
         elif status == "SUCCESS":
             image_url = f"{base}/mj/image/{t.id}.png"
         props: dict[str, Any] = {"finalPrompt": t.prompt, "discordInstanceId": DISCORD_INSTANCE_ID}
@@ -626,7 +629,8 @@ async def preview(request: web.Request) -> web.Response:
     t = _state(request).tasks.get(request.match_info["tid"])
     if t is None:
         raise web.HTTPNotFound()
-    return _png_response(preview_png(t.colors()))
+    p = request.query.get("progress", "0")
+    return _png_response(preview_png(t.colors(), int(p) if p.isdigit() else 0))
 
 
 # ---------------------------------------------------------------------------------------------- notify hook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,15 +12,18 @@ from starlette.responses import Response, StreamingResponse
 from ..config import Route
 from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery
+from ..prompt import pipeline
 from ..providers.base import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..routing.keys import KeySource
 from ..runtime import Runtime
 from ..schemas.images import FIELDS, validate_params
 from ..schemas.responses import encode, images_response
-from . import sse
+from . import jobs, sse
 from .auth import authenticate
 from .body import decode_json_object, is_multipart, read_body, read_form
+from .idempotent import idempotent
 
+FIRST_EVENT_WAIT_S = 10.0  # longest a stream's headers wait for its first event
 # Body fields that are ours (not forwarded as provider extras).
 _OWN = FIELDS | {"images", "image", "mask"}
 
@@ -90,13 +94,15 @@ async def parse(request: Request, rt: Runtime, op: Operation) -> tuple[ImageRequ
     return req, route
 
 
-def delivery_for(request: Request, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
+def delivery_for(request: Request | str, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
                  stream: bool = False) -> Delivery:
+    """`request`: the request, or (for a task rendered after its request ended) the base URL it came in on."""
     native = result_meta.get("output_format")
     convert = req.output_format if req.output_format and native != req.output_format else None
     fmt = "b64_json" if stream else (req.response_format or "")
-    base = rt.cfg.public_base_url or str(request.base_url).rstrip("/")
-    return Delivery(fmt, convert, req.output_compression if convert else None, base)
+    base = request if isinstance(request, str) else rt.cfg.public_base_url or str(request.base_url).rstrip("/")
+    return Delivery(fmt, convert, req.output_compression if convert else None, base,
+                    rehost=bool(result_meta.get("rehost")))  # e.g. GrsAi URLs expire after 2 h
 
 
 def _served(request: Request, route: Route) -> dict[str, str]:
@@ -105,12 +111,22 @@ def _served(request: Request, route: Route) -> dict[str, str]:
     return {"X-Gateway-Model": route.name, "X-Gateway-Provider": route.provider}
 
 
-async def finish(request: Request, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
+def served_headers(state: dict[str, Any]) -> dict[str, str]:
+    """Who actually served (the router records the route/deployment of the attempt that answered)."""
+    headers = {"X-Gateway-Model": str(state["route"]), "X-Gateway-Provider": str(state["provider"])}
+    if "deployment" in state:
+        headers["X-Gateway-Deployment"] = str(state["deployment"])
+    return headers
+
+
+async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
+    if result.rendered is not None:  # an async task's result: the engine rendered it once, when it ended
+        return result.rendered
     d = delivery_for(request, rt, req, result.meta)
     if not d.response_format:
         # Caller did not ask: give what the upstream gave (no conversion cost).
         d = Delivery("b64_json" if result.images[0].b64 is not None else "url", d.output_format,
-                     d.output_compression, d.base_url)
+                     d.output_compression, d.base_url, d.rehost)
     data = await rt.deliverer.all(result.images, d)
     meta = dict(result.meta)
     if d.output_format:
@@ -123,18 +139,57 @@ async def handle(request: Request, op: Operation) -> Response:
     rt: Runtime = request.app.state.rt
     keys = authenticate(request, rt.cfg)
     req, route = await parse(request, rt, op)
-    headers = _served(request, route)
+    # An Idempotency-Key makes a retried request answer from the first one (api/idempotent.py).
+    return await idempotent(request, rt, req, lambda: respond(request, rt, route, req, keys))
+
+
+async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest, keys: KeySource) -> Response:
+    _served(request, route)
+    # Ratio from the prompt and LLM enhancement, when the request or route asks (`enhance`, `parse_ratio`).
+    plan = await pipeline.for_route(rt, route, req, enhance_default=False, parse_default=False)
+    job = jobs.begin(request, rt, route, req)  # every request is a job; some become tasks (api/jobs.py)
+    if job.detached:
+        return await jobs.start(request, rt, route, req, keys, job)
     if req.stream:
-        return StreamingResponse(sse.with_keepalive(stream_events(request, rt, route, req, keys), 15.0),
-                                 media_type="text/event-stream", headers={**sse.HEADERS, **headers})
+        return await stream_response(request, rt, route, req, keys)
     result: ProviderResult | None = None
-    async for ev in rt.router.events(route, req, keys, request.scope["state"]["request_id"]):
-        if isinstance(ev, ProviderResult):
-            result = ev
+    state = request.scope["state"]
+    try:
+        async for ev in rt.router.events(route, req, keys, state["request_id"], state):
+            if isinstance(ev, ProviderResult):
+                result = ev
+    except BaseException as e:
+        jobs.settle(rt, e)
+        raise
+    headers = served_headers(state)
+    if job.persistent:
+        headers["X-Gateway-Task-Id"] = job.id
     if result is None:
         raise GatewayError("The provider ended without a result.", status=502, type="upstream_error")
+    if plan is not None:
+        plan.annotate(result)
     body = await finish(request, rt, req, result)
     return Response(encode(body), media_type="application/json", headers=headers)
+
+
+async def stream_response(request: Request, rt: Runtime, route: Route, req: ImageRequest,
+                          keys: KeySource) -> Response:
+    """Headers go out with the first event (up to FIRST_EVENT_WAIT_S), so they can name the route
+    that actually served: the router may fall back until that first event."""
+    source = stream_events(request, rt, route, req, keys)
+    first = asyncio.ensure_future(anext(source))
+    await asyncio.wait({first}, timeout=FIRST_EVENT_WAIT_S)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield await first
+        except StopAsyncIteration:
+            return
+        async for chunk in source:
+            yield chunk
+
+    return StreamingResponse(sse.with_keepalive(body(), 15.0), media_type="text/event-stream",
+                             headers={**sse.HEADERS, **served_headers(request.scope["state"])})
 
 
 async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageRequest,
@@ -144,7 +199,12 @@ async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageR
     partials_left = req.partial_images or 0
     partial_index = 0
     try:
-        async for ev in rt.router.events(route, req, keys, request.scope["state"]["request_id"]):
+        state = request.scope["state"]
+        job, announced = jobs.current(), False
+        async for ev in rt.router.events(route, req, keys, state["request_id"], state):
+            if not announced and job is not None and job.persistent:
+                announced = True  # it became a task: name it, so a caller who drops can fetch it later
+                yield f": task {job.id}\n\n".encode()
             if isinstance(ev, StreamEvent):
                 yield sse.event(ev.data, str(ev.data.get("type") or ""))
             elif isinstance(ev, Progress):
@@ -159,21 +219,30 @@ async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageR
                 else:
                     yield f": progress {ev.percent}%\n\n".encode()
             elif isinstance(ev, ProviderResult) and not ev.streamed:
-                d = delivery_for(request, rt, req, ev.meta, stream=True)
-                data = await rt.deliverer.all(ev.images, d)
-                fmt = d.output_format or ev.meta.get("output_format") or req.output_format or "png"
+                meta = ev.meta
+                if ev.rendered is not None:  # an async task's result, already rendered as b64_json
+                    data, meta = ev.rendered["data"], ev.rendered
+                    fmt = ev.rendered.get("output_format") or req.output_format or "png"
+                else:
+                    d = delivery_for(request, rt, req, ev.meta, stream=True)
+                    data = await rt.deliverer.all(ev.images, d)
+                    fmt = d.output_format or ev.meta.get("output_format") or req.output_format or "png"
                 for item in data:
                     payload: dict[str, Any] = {"type": f"{prefix}.completed", "b64_json": item["b64_json"],
                                                "output_format": fmt}
                     for k in ("background", "quality", "size"):
-                        if k in ev.meta:
-                            payload[k] = ev.meta[k]
+                        if k in meta:
+                            payload[k] = meta[k]
                     if ev.usage:
                         payload["usage"] = ev.usage
                     yield sse.event(payload, f"{prefix}.completed")
         yield sse.DONE
     except GatewayError as e:
+        jobs.settle(rt, e)
         yield sse.error_event(e)
+    except BaseException as e:
+        jobs.settle(rt, e)
+        raise
 
 
 async def generations(request: Request) -> Response:

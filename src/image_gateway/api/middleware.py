@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import metrics
 from .errors import error_body
 
 log = logging.getLogger("image_gateway.access")
@@ -62,10 +63,13 @@ class RequestContext:
                     "The gateway hit an internal error; it has been logged with this request's id.",
                     "server_error", "internal_error")})
         finally:
+            route = state.get("route")
+            if route is not None or scope["path"].startswith("/v1/"):
+                metrics.count_request(str(route or "-"), status)
             if self.access_log:
                 extra = {"request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
                          "ms": round((time.perf_counter() - start) * 1000, 2)}
-                for k in ("route", "provider", "attempts", "upstream_ms"):
+                for k in ("route", "provider", "deployment", "attempts", "upstream_ms", "idempotency"):
                     if k in state:
                         extra[k] = state[k]
                 log.info("request", extra=extra)

@@ -1,55 +1,339 @@
-"""The engine runs one job against one provider and yields its events.
+"""The engine runs one job against one provider and yields its events; it owns the async tasks.
 
-Sync providers finish inside `run()`; async ones hand back a Pending handle that is polled
-until it ends. Either way the caller sees one stream of events that ends with a ProviderResult.
+Sync providers finish inside `run()` in the caller's own coroutine: nothing is stored, no task is
+started (the hot path). When a provider hands back a Pending handle the job becomes a task: it is
+registered, written to the TaskStore (never its key) and handed to the provider's Poller, so it
+finishes even if the request that started it goes away. A caller still waiting gets the same
+stream of events either way, ending with the ProviderResult (rendered once, by the engine).
+
+A detached job (`Prefer: respond-async`) yields its Pending back to the caller instead of
+waiting: the iteration ends there and the poller completes the job.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from ..errors import UpstreamError, UpstreamTimeout
-from ..providers.base import CallContext, ImageRequest, Pending, Provider, ProviderEvent, ProviderResult
+from ..errors import AuthError, GatewayError, UpstreamError, UpstreamTimeout, redact
+from ..providers.base import (
+    CallContext,
+    ImageRequest,
+    Pending,
+    PollOutcome,
+    Progress,
+    Provider,
+    ProviderEvent,
+    ProviderResult,
+)
+from .jobs import CURRENT_JOB, Job
+from .ledger import Ledger
+from .poller import Poller, PollSettings
+from .store import MemoryTaskStore, TaskRecord, TaskStore
+from .webhooks import WebhookSender
+
+log = logging.getLogger("image_gateway.engine")
+
+Renderer = Callable[[Job, ProviderResult], Awaitable[dict[str, Any]]]
+Resolver = Callable[[TaskRecord, "str | None"], tuple[Provider, CallContext]]
 
 
 class Engine:
-    def __init__(self, poll_interval_s: float = 2.0) -> None:
+    def __init__(self, poll_interval_s: float = 2.0, *, store: TaskStore | None = None,
+                 webhooks: WebhookSender | None = None, secrets: Callable[[], list[str]] | None = None,
+                 task_ttl_s: float = 7 * 24 * 3600.0) -> None:
         self.poll_interval_s = poll_interval_s
+        self.store: TaskStore = store if store is not None else MemoryTaskStore()
+        self.ledger = Ledger(self.store, webhooks, task_ttl_s)
+        self.secrets = secrets or (lambda: [])
+        # Installed by the API layer (api/tasks.py): how a result is rendered, how a stored task
+        # finds its provider and key again after a restart.
+        self.render: Renderer | None = None
+        self.resolver: Resolver | None = None
+        self.jobs: dict[str, Job] = {}  # live tasks
+        self._pollers: dict[int, Poller] = {}
+        self._spawn = self.ledger.spawn
+
+    # -- running a job ------------------------------------------------------------------------------
+
+    def new_job(self, model: str, route: str, delivery: dict[str, Any] | None = None) -> Job:
+        return Job(model, route, delivery)
 
     async def events(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        """Every event of the job; the last one is the ProviderResult. Bounded by ctx.deadline."""
-        loop = asyncio.get_running_loop()
+        """Every event of the job; the last one is the ProviderResult (or, detached, the Pending)."""
+        job = CURRENT_JOB.get()
+        if job is not None and job.terminal:
+            job = None  # an attempt after the job ended (a retry on timeout): it gets a job of its own
+        deadline = ctx.deadline or None
+        it = provider.run(req, ctx)
+        pending: Pending | None = None
         try:
-            async with asyncio.timeout_at(ctx.deadline):
-                pending: Pending | None = None
-                async for ev in provider.run(req, ctx):
-                    if isinstance(ev, Pending):
-                        pending = ev
-                        break
-                    yield ev
-                    if isinstance(ev, ProviderResult):
-                        return
-                if pending is None:
-                    raise UpstreamError(f"{provider.name} ended without a result")
-                async for ev in self._poll(provider, pending, ctx):
-                    yield ev
-        except TimeoutError:
-            left = ctx.deadline - loop.time()
-            raise UpstreamTimeout(f"the image job did not finish before its deadline ({max(left, 0):.0f} s left)",
-                                  retryable=False) from None
-
-    async def _poll(self, provider: Provider, pending: Pending, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        interval = float(ctx.options.get("poll_interval_s", self.poll_interval_s))
-        while True:
-            await asyncio.sleep(interval)
-            (ev,) = await provider.poll([pending.handle], ctx)
-            yield ev
-            if isinstance(ev, ProviderResult):
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        ev = await anext(it)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise UpstreamTimeout("The image job did not finish before its deadline.", retryable=False) \
+                        from None
+                if isinstance(ev, Pending):
+                    pending = ev
+                    break
+                if job is not None and job.persistent:  # a task: keep its state (never on the hot path)
+                    if isinstance(ev, Progress):
+                        job.update(ev)
+                    elif isinstance(ev, ProviderResult):
+                        await self.complete(job, ev)  # e.g. a fallback to a sync provider ended it
+                yield ev
+                if isinstance(ev, ProviderResult):
+                    return
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if pending is None:
+            raise UpstreamError(f"{provider.name} ended without a result")
+        if job is None:  # a caller that did not set up a job (e.g. an internal one): make one
+            job = Job(req.model, req.model)
+        q = None if job.detached else job.listen()
+        if q is not None:
+            job.waiters += 1
+        try:
+            await self.adopt(job, provider, ctx, pending.handle)
+            if q is None:
+                yield pending
                 return
+            async for ev in job.drain(q):
+                yield ev
+        finally:
+            if q is not None:
+                job.unlisten(q)
+                job.waiters -= 1
 
     async def run(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         async for ev in self.events(provider, req, ctx):
             if isinstance(ev, ProviderResult):
                 return ev
         raise UpstreamError(f"{provider.name} ended without a result")
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    async def open_task(self, job: Job) -> None:
+        """A detached job: registered and stored before anything is sent upstream."""
+        job.persistent = True
+        self.jobs[job.id] = job
+        await self.ledger.save([job])
+
+    async def adopt(self, job: Job, provider: Provider, ctx: CallContext, handle: dict[str, Any]) -> None:
+        """The upstream accepted the job: from now on the poller owns it."""
+        job.attach(provider, ctx, handle)
+        job.persistent = True
+        self.jobs[job.id] = job
+        self._poll(job)
+        await self.ledger.save([job])  # queued before any await: a caller that goes away loses nothing
+
+    def _poll(self, job: Job) -> None:
+        assert job.provider is not None and job.ctx is not None
+        p = self._pollers.get(id(job.provider))
+        if p is None:
+            p = self._pollers[id(job.provider)] = Poller(job.provider, self._dispatch, self._expired,
+                                                         self.ledger.flush)
+        default = float(getattr(job.provider, "poll_interval_s", self.poll_interval_s))
+        p.add(job, PollSettings.from_options(job.ctx.options, default))
+
+    def _unpoll(self, job: Job) -> None:
+        if job.provider is not None and (p := self._pollers.get(id(job.provider))) is not None:
+            p.remove(job.id)
+
+    @property
+    def polls(self) -> int:
+        return sum(p.polls for p in self._pollers.values())
+
+    def _dispatch(self, job: Job, out: PollOutcome) -> None:
+        if job.terminal:
+            return
+        if isinstance(out, Progress):
+            if job.update(out):
+                self.ledger.dirty.add(job)
+        elif isinstance(out, Pending):
+            job.handle = out.handle
+            self.ledger.dirty.add(job)
+        elif isinstance(out, ProviderResult):
+            self._spawn(self.complete(job, out))
+        elif isinstance(out, GatewayError):
+            if out.status in (401, 403) and job.resumed and job.key_source == "request":
+                self._unpoll(job)  # the key given on resume is not the one: ask again, keep the task
+                job.ctx, job.requires_key = None, True
+                return
+            if job.waiters and not job.detached:
+                # A caller is waiting: its router may retry or fall back, so this attempt's error
+                # goes to it and the job stays open; the API layer settles it if nothing follows.
+                err = copy.copy(out)
+                err.message = redact(err.message, [job.ctx.api_key if job.ctx else None, *self.secrets()])
+                job.reopen(err)
+                self.ledger.dirty.add(job)
+                return
+            self._spawn(self.fail(job, out))
+
+    def settle(self, job: Job, exc: BaseException) -> None:
+        """The request that waited on `job` ended with `exc`: a job between attempts ends with that
+        error; a job the poller is still running (its caller went away) runs on to its end."""
+        if not job.persistent or job.terminal or job.detached:
+            return
+        if job.handle is not None and job.ctx is not None:
+            return
+        err = exc if isinstance(exc, GatewayError) else GatewayError(
+            "The request ended before its job did.", status=500, type="server_error", code="request_ended")
+        self._spawn(self.fail(job, err))
+
+    def _expired(self, job: Job) -> None:
+        err = UpstreamTimeout("The image job did not finish before its deadline (route option deadline_s, "
+                              "or JOB_DEADLINE_S); the gateway stopped waiting for it.", retryable=False)
+        self._spawn(self._stop(job, err, "failed"))
+
+    async def complete(self, job: Job, result: ProviderResult) -> None:
+        """Render the result once, store it, tell every listener, then the webhook."""
+        if job.terminal:
+            return
+        body: dict[str, Any] | None = None
+        if self.render is not None:
+            try:
+                body = await self.render(job, result)
+            except GatewayError as e:
+                await self.fail(job, e)
+                return
+            except Exception:
+                log.exception("rendering a task result failed", extra={"task_id": job.id})
+                await self.fail(job, UpstreamError("The gateway could not deliver the generated images."))
+                return
+        result.rendered = body
+        job.succeed(result, body)
+        await self._finished(job)
+
+    async def fail(self, job: Job, err: GatewayError, status: str = "failed") -> None:
+        if job.terminal:
+            return
+        err = copy.copy(err)
+        err.message = redact(err.message, [job.ctx.api_key if job.ctx else None, *self.secrets()])
+        job.fail(err, status)
+        await self._finished(job)
+
+    async def _finished(self, job: Job) -> None:
+        if job.persistent:
+            await self.ledger.finished(job)
+            self.jobs.pop(job.id, None)
+
+    async def _stop(self, job: Job, err: GatewayError, status: str) -> None:
+        """End a job from outside its provider (cancel, deadline): stop polling, cancel upstream."""
+        self._unpoll(job)
+        provider, ctx, handle, runner = job.provider, job.ctx, job.handle, job.runner
+        await self.fail(job, err, status)
+        if runner is not None and runner is not asyncio.current_task():
+            runner.cancel()
+        cancel = getattr(provider, "cancel", None)
+        if cancel is not None and ctx is not None and handle is not None:
+            try:
+                async with asyncio.timeout(15):
+                    await cancel(handle, ctx)
+            except Exception as e:
+                log.info("upstream cancel failed", extra={"task_id": job.id, "error": type(e).__name__})
+
+    async def cancel(self, task_id: str) -> Job | TaskRecord | None:
+        job = self.jobs.get(task_id)
+        if job is None:
+            return await self.store.get(task_id)
+        if not job.terminal:
+            err = GatewayError("The task was cancelled.", status=409, type="invalid_request_error",
+                               code="task_cancelled")
+            await self._stop(job, err, "cancelled")
+        return job
+
+    async def find(self, task_id: str) -> Job | TaskRecord | None:
+        job = self.jobs.get(task_id)
+        if job is not None:
+            self._check_dormant(job)
+            return job
+        return await self.store.get(task_id)
+
+    def resume(self, job: Job, key: str | None) -> bool:
+        """A task that lost its caller's key in a restart gets it again (GET with the key)."""
+        if not job.requires_key or job.terminal or not key or job.handle is None:
+            return False
+        return self._attach_stored(job, key) == "polling"
+
+    def _attach_stored(self, job: Job, key: str | None) -> str:
+        """Poll a stored task again: "polling", "key" (its key is needed first) or "failed"."""
+        if self.resolver is None or job.handle is None:
+            return "key"
+        rec = job.record()
+        try:
+            provider, ctx = self.resolver(rec, key)
+        except AuthError:
+            return "key"
+        except GatewayError as e:  # e.g. its route is gone from the config
+            self._spawn(self.fail(job, e))
+            return "failed"
+        loop = asyncio.get_running_loop()
+        if job.deadline_at is not None:
+            ctx = dataclasses.replace(ctx, deadline=loop.time() + (job.deadline_at - time.time()))
+        job.attach(provider, ctx, job.handle)
+        job.resumed = True
+        self._poll(job)
+        return "polling"
+
+    def _check_dormant(self, job: Job) -> None:
+        if job.requires_key and job.deadline_at is not None and time.time() > job.deadline_at:
+            self._spawn(self.fail(job, UpstreamTimeout("The task passed its deadline while waiting for its key.")))
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store; resume every unfinished task; redeliver pending webhooks."""
+        await self.store.open()
+        lost: list[Job] = []
+        resumed = waiting = 0
+        for rec in await self.store.unfinished():
+            job = Job.from_record(rec)
+            if rec.handle is None:
+                job.fail(GatewayError("The gateway restarted before the upstream accepted this job; nothing was "
+                                      "generated. Submit it again.", status=503, type="server_error",
+                                      code="gateway_restarted", retryable=True))
+                lost.append(job)
+                continue
+            self.jobs[job.id] = job
+            how = self._attach_stored(job, None) if rec.key_source == "configured" else "key"
+            if how == "polling":
+                resumed += 1
+            elif how == "key":
+                job.requires_key = True
+                waiting += 1
+        await self.ledger.save(lost)
+        await self.ledger.redeliver()
+        self._spawn(self._housekeeping())
+        if resumed or waiting or lost:
+            log.info("tasks recovered", extra={"resumed": resumed, "waiting_for_key": waiting, "lost": len(lost)})
+
+    async def _housekeeping(self, every_s: float = 60.0) -> None:
+        while True:
+            for job in list(self.jobs.values()):
+                self._check_dormant(job)
+            await self.ledger.sweep()
+            await asyncio.sleep(every_s)
+
+    async def close(self) -> None:
+        for p in self._pollers.values():
+            await p.stop()
+        runners = [j.runner for j in self.jobs.values() if j.runner is not None and not j.runner.done()]
+        for t in runners:
+            t.cancel()
+        for t in runners:
+            with contextlib.suppress(BaseException):
+                await t
+        await self.ledger.close()

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+from ..errors import GatewayError
+
 Operation = Literal["generate", "edit", "variation"]
 
 
@@ -65,6 +67,9 @@ class ProviderResult:
     usage: dict[str, Any] | None = None
     # Echoed response fields (background, output_format, quality, size) when the upstream gave them.
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set by the engine, never by an adapter: the ImagesResponse body already delivered for a task
+    # (an async job renders its result once, when it ends, so it can be stored and fetched later).
+    rendered: dict[str, Any] | None = None
     # True when the images already went out as relayed StreamEvents (a native stream).
     streamed: bool = False
 
@@ -93,6 +98,8 @@ class Pending:
 
 
 ProviderEvent = Progress | StreamEvent | ProviderResult | Pending
+# What `poll` returns per handle (see Provider.poll): an event, or the error that ended that handle.
+PollOutcome = Progress | Pending | ProviderResult | StreamEvent | GatewayError
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +142,37 @@ class Provider(Protocol):
     builtin_routes: ClassVar[Sequence[RouteSpec]]
 
     def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        """Start the job. Yield progress/stream events, then a ProviderResult, or a Pending handle."""
+        """Start the job. Yield progress/stream events, then a ProviderResult, or a Pending handle.
+
+        After a Pending the engine stops iterating: the job now belongs to the engine's poller.
+        """
         ...
 
-    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
-        """Poll many pending handles at once (batched where the upstream allows)."""
+    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> Sequence[PollOutcome]:
+        """Poll many pending handles at once (batched where the upstream allows).
+
+        The contract (engine/poller.py relies on it):
+        * Return one outcome per handle, in the same order:
+          - Progress: still running; keep polling (dedup of unchanged progress is the engine's job);
+          - Pending(new_handle): still running, and from now on poll `new_handle` instead (a second
+            phase, e.g. upscales submitted after a grid finished);
+          - ProviderResult: done;
+          - a GatewayError *instance* (returned, not raised): that handle failed; the others go on.
+        * Raising means the whole call failed. A transient error (GatewayError.retryable, status >= 500,
+          408/429, a timeout or connection error) is retried at the next interval with back-off, until
+          the job's deadline; any other error makes the engine poll each handle of the batch alone to
+          find the ones it belongs to.
+        * `ctx` carries the key and the options of the handles' route; every handle of one call shares
+          them. Anything else a handle needs must be inside it: handles are stored as JSON and
+          outlive the process (restart resume). Never put a key in a handle.
+        """
         ...
 
     async def close(self) -> None: ...
+
+
+class Cancellable(Protocol):
+    """Optional: adapters whose upstream can cancel a task. Called on DELETE /v1/images/tasks/{id} and
+    when a job passes its deadline. Best effort: it must not raise for a task that already ended."""
+
+    async def cancel(self, handle: dict[str, Any], ctx: CallContext) -> None: ...

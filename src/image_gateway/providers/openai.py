@@ -135,7 +135,8 @@ class OpenAIProvider:
                             usage = data.get("usage") or usage
                     if not final:
                         raise UpstreamError("upstream stream ended without a completed image")
-                    meta = {k: data[k] for k in ("background", "output_format", "quality", "size") if k in data}
+                    keys = ("background", "output_format", "quality", "size")
+                    meta: dict[str, Any] = {k: data[k] for k in keys if k in data}
                     yield ProviderResult(final, usage=usage, meta=meta, streamed=True)
                     return
                 body = await resp.read()

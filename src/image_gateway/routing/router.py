@@ -1,23 +1,42 @@
-"""Resolves a logical model name to a route and runs it through the engine with the right key."""
+"""Resolves a logical model name to its candidates and runs a request through them.
+
+Candidates are the route's deployments (least-busy, healthy first), then each fallback route's
+(the route's `fallbacks`, else the config's `default_fallbacks`). A failed attempt is judged by
+routing/policy.py: retried with back-off on the same route, moved to the next candidate, or
+returned. One Router belongs to one Config snapshot; a reload builds a new one, and a request
+keeps the Router it started on until it ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
+from .. import metrics
 from ..config import Config, Route
 from ..engine.engine import Engine
-from ..errors import AuthError, InvalidRequest, ModelNotFound, redact
-from ..providers.base import CallContext, ImageRequest, Provider, ProviderEvent
+from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, redact
+from ..providers.base import CallContext, ImageRequest, Provider, ProviderEvent, ProviderResult
+from .deployments import Deployment, Pool, pick
 from .keys import KeySource
+from .policy import Verdict, backoff_s, classify, is_deployment_fault, retry_after_s
+
+log = logging.getLogger("image_gateway.routing")
 
 
 class Router:
-    def __init__(self, cfg: Config, providers: Mapping[str, Provider], engine: Engine) -> None:
+    def __init__(self, cfg: Config, pool: Pool, engine: Engine) -> None:
         self.cfg = cfg
-        self.providers = providers
+        self.pool = pool
+        self.providers: dict[str, Provider] = pool.providers  # default instance per provider
         self.engine = engine
+        self.retired: list[Pool] = []  # older pools still draining (for the in-flight gauge)
+        self._chains: dict[str, list[Route]] = {}
 
     def resolve(self, model: str) -> Route:
         route = self.cfg.resolve(model)
@@ -26,42 +45,226 @@ class Router:
                                 param="model")
         return route
 
-    def context(self, route: Route, keys: KeySource, request_id: str) -> CallContext:
-        provider = self.providers[route.provider]
-        settings = self.cfg.providers[route.provider]
+    def inflight(self) -> int:
+        return self.pool.inflight + sum(p.inflight for p in self.retired)
+
+    def chain(self, route: Route) -> list[Route]:
+        """The route, then its fallback routes (aliases resolved, each once)."""
+        cached = self._chains.get(route.name)
+        if cached is not None and cached[0] is route:
+            return cached
+        out = [route]
+        for name in route.fallbacks or self.cfg.default_fallbacks:
+            fb = self.cfg.resolve(name)
+            if fb is not None and all(fb.name != r.name for r in out):
+                out.append(fb)
+        self._chains[route.name] = out
+        return out
+
+    def _ctx(self, route: Route, dep: Deployment, keys: KeySource, request_id: str, deadline: float) -> CallContext:
+        settings = dep.endpoint.settings
         key = keys.for_provider(settings.api_key)
-        if key is None and provider.capabilities.needs_key:
-            prefix = type(provider).env_prefix
+        if key is None and dep.endpoint.provider.capabilities.needs_key:
+            prefix = type(dep.endpoint.provider).env_prefix
             raise AuthError(
                 f"No API key for provider '{route.provider}' (model '{route.name}'). Set {prefix}_API_KEY on the "
                 "gateway, or send your own key in the X-Provider-Key header.")
-        deadline_s = float(route.options.get("deadline_s", self.cfg.job_deadline_s))
         options: dict[str, Any] = {**settings.options, **route.options}
-        return CallContext(route.upstream_model, key, options, request_id,
-                           asyncio.get_running_loop().time() + deadline_s)
+        return CallContext(route.upstream_model, key, options, request_id, deadline)
+
+    def context(self, route: Route, keys: KeySource, request_id: str) -> CallContext:
+        """A context on the route's first deployment (for callers that run a provider themselves)."""
+        deadline = asyncio.get_running_loop().time() + self.deadline_s(route)
+        return self._ctx(route, self.pool.deployments(route)[0], keys, request_id, deadline)
+
+    def deadline_s(self, route: Route) -> float:
+        return float(route.options.get("deadline_s", self.cfg.job_deadline_s))
+
+    def supports(self, route: Route, req: ImageRequest) -> bool:
+        caps = self.providers[route.provider].capabilities
+        if req.operation == "edit":
+            return caps.edits
+        return caps.variations if req.operation == "variation" else True
 
     def check(self, route: Route, req: ImageRequest) -> None:
-        caps = self.providers[route.provider].capabilities
-        if req.operation == "edit" and not caps.edits:
-            raise InvalidRequest(f"The model '{route.name}' does not support image edits.", param="model",
-                                 code="unsupported_operation")
-        if req.operation == "variation" and not caps.variations:
-            raise InvalidRequest(f"The model '{route.name}' does not support image variations.", param="model",
+        if not self.supports(route, req):
+            what = "image edits" if req.operation == "edit" else "image variations"
+            raise InvalidRequest(f"The model '{route.name}' does not support {what}.", param="model",
                                  code="unsupported_operation")
 
-    async def events(self, route: Route, req: ImageRequest, keys: KeySource,
-                     request_id: str) -> AsyncIterator[ProviderEvent]:
-        self.check(route, req)
-        ctx = self.context(route, keys, request_id)
-        provider = self.providers[route.provider]
-        try:
-            async for ev in self.engine.events(provider, req, ctx):
-                yield ev
-        except Exception as e:
-            # Last line of defence for key hygiene: nothing key-shaped leaves in a message.
-            if hasattr(e, "message"):
-                e.message = redact(e.message, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
-            raise
+    def usable_providers(self) -> list[str]:
+        """Providers with a key (or needing none) and at least one deployment not cooling down."""
+        now = time.monotonic()  # asyncio's default clock, and uvloop's
+        out = []
+        for name, ep in self.pool.default.items():
+            deps = [d for d in self.pool.all_deployments() if d.provider_name == name]
+            needs_key = ep.provider.capabilities.needs_key
+            if deps:
+                ok = any((not needs_key or d.endpoint.settings.api_key) and d.health.in_service(now) for d in deps)
+            else:
+                ok = not needs_key or bool(ep.settings.api_key)
+            if ok:
+                out.append(name)
+        return out
 
     def provider_of(self, route: Route) -> Provider:
-        return self.providers[route.provider]
+        return self.pool.deployments(route)[0].endpoint.provider
+
+    @staticmethod
+    def translate(req: ImageRequest, primary: Route, target: Route) -> ImageRequest:
+        """The request anew for a fallback route: the primary's defaults out, the target's in."""
+        out = dataclasses.replace(req, extra=dict(req.extra))
+        fields = {f.name for f in dataclasses.fields(ImageRequest)}
+        for k, v in primary.defaults.items():
+            if k in fields and getattr(out, k) == v and k not in ("prompt", "model", "n"):
+                setattr(out, k, None)
+            elif out.extra.get(k) == v:
+                del out.extra[k]
+        for k, v in target.defaults.items():
+            if k in fields and getattr(out, k) is None:
+                setattr(out, k, v)
+            elif k not in fields and k not in out.extra:
+                out.extra[k] = v
+        return out
+
+    async def events(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
+                     state: MutableMapping[str, Any] | None = None) -> AsyncIterator[ProviderEvent]:
+        """Every event of the request; the last is the ProviderResult. Fills `state` (the ASGI scope's
+        state: route, provider, deployment, attempts, upstream_ms) for the access log and headers."""
+        self.check(route, req)
+        state = state if state is not None else {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s(route)
+        rs = self.cfg.router
+        attempts = 0
+        last: GatewayError | None = None
+        sent = False  # a streamed event reached the caller: no fallback from here on
+        self.pool.inflight += 1
+        try:
+            for i, r in enumerate(self.chain(route)):
+                if i > 0:
+                    if not self.supports(r, req):
+                        continue
+                    prev = str(state.get("route", route.name))
+                    metrics.FALLBACKS.labels(prev, r.name).inc()
+                    log.warning("falling back", extra={"request_id": request_id, "from_route": prev,
+                                                       "to_route": r.name})
+                rreq = req if i == 0 else self.translate(req, route, r)
+                deps = list(self.pool.deployments(r))
+                budget = max(1 + int(r.options.get("retries", rs.retries)), len(deps))
+                tried: set[int] = set()
+                sends = 0
+                while sends < budget and deps:
+                    now = loop.time()
+                    dep, wait = pick(deps, now, tried)
+                    if dep is None:
+                        break  # every deployment of this route is cooling down
+                    if id(dep) in tried:  # a re-send to one that failed: back off first
+                        wait = max(wait, backoff_s(sends, rs.backoff_s, rs.backoff_max_s))
+                    if wait > rs.max_retry_after_s or now + wait >= deadline:
+                        break
+                    try:
+                        ctx = self._ctx(r, dep, keys, request_id, deadline)
+                    except AuthError as e:  # no key for this deployment: the others may have one
+                        last = last or e
+                        deps.remove(dep)
+                        continue
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    if sends:
+                        metrics.RETRIES.labels(r.name).inc()
+                    sends += 1
+                    attempts += 1
+                    tried.add(id(dep))
+                    state["route"], state["provider"], state["deployment"] = r.name, r.provider, dep.label
+                    state["attempts"] = attempts
+                    attempt = _Attempt(self, r, dep, ctx, attempts, now)
+                    try:  # (inlined rather than a nested generator: one async-generator layer less per request)
+                        async for ev in self.engine.events(dep.endpoint.provider, rreq, ctx):
+                            if isinstance(ev, ProviderResult):
+                                attempt.ok()
+                                state["upstream_ms"] = attempt.ms
+                            elif req.stream:
+                                sent = True
+                            yield ev
+                        return
+                    except GatewayError as e:
+                        e.message = redact(e.message, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
+                        verdict = Verdict.STOP if sent else classify(e, r.options)
+                        attempt.failed(e, verdict, request_id, ctx.api_key == dep.endpoint.settings.api_key)
+                        last = e
+                        if verdict is Verdict.STOP:
+                            raise
+                        if verdict is Verdict.NEXT_ROUTE:
+                            break
+                        if verdict is Verdict.NEXT:
+                            deps.remove(dep)
+                    finally:
+                        attempt.end()
+            if last is not None:
+                raise last
+            raise _all_cooling(route, self.pool.deployments(route), loop.time())
+        finally:
+            self.pool.inflight -= 1
+            if attempts:
+                state["attempts"] = attempts
+
+
+def _all_cooling(route: Route, deps: list[Deployment], now: float) -> GatewayError:
+    ready = min((d.health.ready_at() for d in deps), default=now + 1)
+    headers = {"Retry-After": str(max(1, math.ceil(ready - now)))}
+    if all(d.health.in_service(now) for d in deps):  # only paused by an upstream's Retry-After
+        return GatewayError(f"The upstream for the model '{route.name}' asked for a pause (rate limit); "
+                            "try again after the Retry-After delay.", status=429, type="requests",
+                            code="rate_limit_exceeded", headers=headers, retryable=True)
+    return GatewayError(
+        f"Every upstream for the model '{route.name}' is cooling down after repeated failures; try again shortly.",
+        status=503, type="server_error", code="upstream_unavailable", headers=headers, retryable=True)
+
+
+class _Attempt:
+    """One upstream attempt: in-flight count, breaker probe, metrics and the failure log line."""
+
+    def __init__(self, router: Router, route: Route, dep: Deployment, ctx: CallContext, n: int, now: float) -> None:
+        self.router, self.route, self.dep, self.ctx, self.n = router, route, dep, ctx, n
+        self.t0 = time.perf_counter()
+        self.ms = 0.0
+        self.probe = dep.health.acquire(now)  # True when this is the half-open probe
+        dep.endpoint.inflight += 1
+
+    def end(self) -> None:
+        """Always called once: gives back the in-flight slot and an unanswered probe."""
+        self.dep.endpoint.inflight -= 1
+        if self.probe and self.dep.health.probing:  # neither success() nor failure() settled it
+            self.dep.health.release_probe()
+
+    def ok(self) -> None:
+        elapsed = time.perf_counter() - self.t0
+        self.ms = round(elapsed * 1000, 1)
+        metrics.count_attempt(self.route.name, self.dep.label, "ok", elapsed)
+        if self.dep.health.success():
+            log.info("deployment back in service", extra={"route": self.route.name, "deployment": self.dep.label})
+
+    def failed(self, err: GatewayError, verdict: Verdict, request_id: str, key_is_configured: bool) -> None:
+        elapsed = time.perf_counter() - self.t0
+        self.ms = round(elapsed * 1000, 1)
+        rs = self.router.cfg.router
+        dep = self.dep
+        # A caller's own key being rate-limited says nothing about the deployment's other callers.
+        after = retry_after_s(err) if key_is_configured or err.status != 429 else None
+        opened = False
+        if is_deployment_fault(err, verdict, key_is_configured):
+            opened = dep.health.failure(asyncio.get_running_loop().time(), rs.cooldown_failures, rs.cooldown_s,
+                                        after)
+        elif 400 <= err.status < 500 and err.status not in (401, 403, 429):
+            dep.health.success()  # the upstream answered sensibly: it is alive
+        metrics.count_attempt(self.route.name, dep.label, verdict.value, elapsed)
+        log.warning("upstream attempt failed", extra={
+            "request_id": request_id, "route": self.route.name, "provider": self.route.provider,
+            "deployment": dep.label, "attempt": self.n, "status": err.status, "code": err.code,
+            "ms": self.ms, "action": verdict.value, "retry_after_s": after})
+        if opened:
+            metrics.COOLDOWNS.labels(self.route.name, dep.label).inc()
+            log.warning("deployment cooling down", extra={"route": self.route.name, "deployment": dep.label,
+                                                          "cooldown_s": rs.cooldown_s,
+                                                          "consecutive_failures": dep.health.failures})

@@ -1,0 +1,71 @@
+"""The Idempotency-Key header on the HTTP side: fingerprint the request, run it at most once.
+
+The OpenAI SDK sends `Idempotency-Key` on its retries; so may any client. Same key + same body
+within `router.idempotency_ttl_s` (24 h) → the same answer (`Idempotent-Replayed: true`), or
+the running request's answer when it is still running; same key + another body → 409.
+Streaming requests are not deduplicated (an SSE stream can't be replayed as it was).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import metrics
+from ..errors import GatewayError, InvalidRequest
+from ..providers.base import ImageRequest
+from ..routing.idempotency import Stored, key_id
+from ..runtime import Runtime
+from ..schemas.responses import encode
+
+_KEEP = ("content-type", "x-gateway-model", "x-gateway-provider", "retry-after")
+
+
+def fingerprint(path: str, req: ImageRequest) -> str:
+    h = hashlib.sha256(path.encode())
+    h.update(msgspec.json.encode(req))
+    return h.hexdigest()
+
+
+def _caller(request: Request) -> str:
+    token = request.headers.get("authorization") or request.headers.get("x-provider-key") or ""
+    return hashlib.sha256(token.encode()).hexdigest()  # the key itself is never stored
+
+
+async def idempotent(request: Request, rt: Runtime, req: ImageRequest,
+                     produce: Callable[[], Awaitable[Response]]) -> Response:
+    key = request.headers.get("idempotency-key")
+    if not key or req.stream:
+        return await produce()
+    if len(key) > 255:
+        raise InvalidRequest("Idempotency-Key must be at most 255 characters.", param="Idempotency-Key")
+    fp = fingerprint(request.url.path, req)
+
+    async def run() -> Stored:
+        resp = await produce()
+        headers = {k: v for k, v in resp.headers.items() if k in _KEEP}
+        return Stored(fp, resp.status_code, headers, bytes(resp.body))
+
+    def render(e: GatewayError) -> Stored:
+        return Stored(fp, e.status, {"content-type": "application/json", **e.headers}, encode(e.body()))
+
+    try:
+        stored, how = await rt.idempotency.run(key_id(_caller(request), key), fp, rt.cfg.router.idempotency_ttl_s,
+                                               run, render)
+    except GatewayError as e:
+        metrics.IDEMPOTENCY.labels("conflict" if e.status == 409 else "error").inc()
+        raise
+    metrics.IDEMPOTENCY.labels(how).inc()
+    state = request.scope["state"]
+    state["idempotency"] = how
+    headers = dict(stored.headers)
+    if how != "new":
+        headers["Idempotent-Replayed"] = "true"
+        if "x-gateway-model" in headers:
+            state["route"] = headers["x-gateway-model"]
+            state["provider"] = headers.get("x-gateway-provider", "")
+    return Response(stored.body, status_code=stored.status, headers=headers)

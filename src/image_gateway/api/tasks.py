@@ -1,0 +1,145 @@
+"""The task API (a documented extension of OpenAI's Images API).
+
+    GET    /v1/images/tasks/{id}         the task object {id, object: "image.task", model, status,
+                                         progress, created, result (the ImagesResponse), error}
+    GET    /v1/images/tasks/{id}/events  SSE: image.task.progress ..., then image.task.<status>, [DONE]
+    DELETE /v1/images/tasks/{id}         cancel (the upstream task too where the provider can)
+
+A task started with the caller's own provider key loses that key when the gateway restarts (keys
+are never stored): it then reports `requires_key: true`, and a GET that carries the key again
+(X-Provider-Key, or the bearer token when the gateway has no keys of its own) resumes it.
+Task ids are unguessable; any caller the gateway admits may read a task whose id it knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from ..engine.jobs import Job, task_object
+from ..engine.store import TaskRecord
+from ..errors import AuthError, GatewayError, ModelNotFound
+from ..providers.base import CallContext, ImageRequest, Progress, Provider, ProviderResult
+from ..runtime import Runtime
+from ..schemas.responses import encode
+from . import images, sse
+from .auth import authenticate
+
+
+class TaskNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "task_not_found"
+
+
+def install(rt: Runtime) -> None:
+    """Give the engine what it needs from the layers above it."""
+    rt.engine.render = partial(render, rt)
+    rt.engine.resolver = partial(resolve, rt)
+
+
+async def render(rt: Runtime, job: Job, result: ProviderResult) -> dict[str, Any]:
+    """A task's ImagesResponse, delivered the way its request asked (stream → b64_json)."""
+    d = job.delivery
+    req = ImageRequest(operation=d.get("operation", "generate"), prompt="", model=job.model,
+                       response_format="b64_json" if d.get("stream") else d.get("response_format"),
+                       output_format=d.get("output_format"), output_compression=d.get("output_compression"))
+    base = d.get("base_url") or rt.cfg.public_base_url or ""
+    return await images.finish(base, rt, req, result)
+
+
+def resolve(rt: Runtime, rec: TaskRecord, key: str | None) -> tuple[Provider, CallContext]:
+    """The provider instance and context a stored task is polled with again (after a restart)."""
+    router = rt.router
+    route = router.resolve(rec.route)
+    if rec.provider and route.provider != rec.provider:  # the task ran on a fallback route
+        found = next((r for r in router.chain(route) if r.provider == rec.provider), None) or next(
+            (r for r in router.cfg.routes.values() if r.provider == rec.provider), None)
+        if found is None:
+            raise ModelNotFound(f"No route of provider '{rec.provider}' is configured any more.")
+        route = found
+    deps = list(router.pool.deployments(route))
+    dep = next((d for d in deps if d.endpoint.settings.base_url == rec.endpoint), deps[0])
+    settings, provider = dep.endpoint.settings, dep.endpoint.provider
+    api_key = key or settings.api_key
+    if api_key is None and provider.capabilities.needs_key:
+        raise AuthError("This task needs its provider key again.")
+    deadline = asyncio.get_running_loop().time() + router.deadline_s(route)
+    return provider, CallContext(route.upstream_model, api_key, {**settings.options, **route.options},
+                                 f"task:{rec.id}", deadline)
+
+
+def _view(found: Job | TaskRecord) -> dict[str, Any]:
+    if isinstance(found, Job):
+        return task_object(found.record(), found.requires_key)
+    return task_object(found)
+
+
+async def _find(request: Request) -> tuple[Runtime, Job | TaskRecord]:
+    rt: Runtime = request.app.state.rt
+    keys = authenticate(request, rt.cfg)
+    task_id = request.path_params["task_id"]
+    found = await rt.engine.find(task_id)
+    if found is None:
+        raise TaskNotFound(f"No task '{task_id}' (unknown, or expired).", param="task_id")
+    if isinstance(found, Job) and found.requires_key:
+        rt.engine.resume(found, keys.provider_key or keys.bearer)
+    return rt, found
+
+
+async def get_task(request: Request) -> Response:
+    _, found = await _find(request)
+    return Response(encode(_view(found)), media_type="application/json")
+
+
+async def cancel_task(request: Request) -> Response:
+    rt, found = await _find(request)
+    status = found.status
+    if status in ("succeeded", "failed"):
+        raise GatewayError(f"The task already {status}; there is nothing to cancel.", status=409,
+                           code="task_not_cancellable")
+    done = await rt.engine.cancel(found.id)
+    return Response(encode(_view(done or found)), media_type="application/json")
+
+
+def _progress_event(task_id: str, status: str, percent: int) -> bytes:
+    return sse.event({"type": "image.task.progress", "task_id": task_id, "status": status, "progress": percent},
+                     "image.task.progress")
+
+
+async def task_events(request: Request) -> Response:
+    rt, found = await _find(request)
+
+    async def events() -> AsyncIterator[bytes]:
+        job = found if isinstance(found, Job) and not found.terminal else None
+        if job is not None:
+            q = job.listen()
+            try:
+                yield _progress_event(job.id, job.status, job.progress)
+                while not job.terminal:
+                    item = await q.get()
+                    if isinstance(item, Progress):
+                        yield _progress_event(job.id, item.status, item.percent)
+                    # else: the job ended, or an attempt failed and a retry follows (then keep watching)
+            finally:
+                job.unlisten(q)
+        obj = _view(found)
+        yield sse.event({"type": f"image.task.{obj['status']}", "task": obj}, f"image.task.{obj['status']}")
+        yield sse.DONE
+
+    keepalive = float(getattr(rt.cfg, "sse_keepalive_s", 15.0))
+    return StreamingResponse(sse.with_keepalive(events(), keepalive), media_type="text/event-stream",
+                             headers=sse.HEADERS)
+
+
+ROUTES = [
+    Route("/v1/images/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/v1/images/tasks/{task_id}", cancel_task, methods=["DELETE"]),
+    Route("/v1/images/tasks/{task_id}/events", task_events, methods=["GET"]),
+]

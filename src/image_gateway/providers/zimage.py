@@ -1,0 +1,213 @@
+"""梦羽 AI Z-Image on sd.exacg.cc (protocols.md §4.3, §4.7): one POST, one JSON answer with an image URL.
+
+Body: prompt, width, height, steps, cfg, model_index, seed, negative_prompt. The Images API's
+`size` becomes width/height (multiples of 8, clamped to 64-2048); `width`, `height`, `cfg`, `seed`,
+`steps` and `negative_prompt` may also come as extra body fields (the SDK's `extra_body`) and win.
+A ratio chosen by the prompt pipeline arrives as `extra["aspect_ratio"]` and maps to ZIMAGE_SIZES.
+`n` > 1 is n parallel calls with consecutive seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import aiohttp
+import msgspec
+
+from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
+from ..media.sizes import parse_size
+from ..prompt.ratio import ZIMAGE_SIZES
+from .base import (
+    CallContext,
+    Capabilities,
+    GeneratedImage,
+    ImageRequest,
+    ProviderEvent,
+    ProviderResult,
+    RouteSpec,
+)
+from .http import connection_error, new_session, retry_after
+
+GENERATE_PATH = "/api/v1/generate_image"
+MIN_SIDE, MAX_SIDE = 64, 2048
+DEFAULT_RATIO = "1:1"
+MAX_N = 4
+
+
+def snap8(value: int) -> int:
+    """A side length as sd.exacg.cc takes it: a multiple of 8 within 64-2048."""
+    return max(MIN_SIDE, min(MAX_SIDE, math.floor(value / 8 + 0.5) * 8))  # half up, as the seed's Math.round
+
+
+def _int(raw: Any, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")
+
+
+def _float(raw: Any, name: str) -> float | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"'{name}' must be a number.", param=name, code="invalid_value") from None
+    if not math.isfinite(value):
+        raise InvalidRequest(f"'{name}' must be a finite number.", param=name, code="invalid_value")
+    return value
+
+
+def dimensions(req: ImageRequest) -> tuple[int, int]:
+    """width/height extras › `size` › the pipeline's ratio › 1:1 (2048x2048, as the seed)."""
+    ratio = req.extra.get("aspect_ratio")
+    base = ZIMAGE_SIZES.get(ratio if isinstance(ratio, str) else "", ZIMAGE_SIZES[DEFAULT_RATIO])
+    if req.size and req.size != "auto":
+        try:
+            base = parse_size(req.size, max_side=1 << 16, min_side=1)
+        except ValueError as e:
+            raise InvalidRequest(str(e), param="size", code="invalid_value") from None
+    w = _int(req.extra.get("width"), "width")
+    h = _int(req.extra.get("height"), "height")
+    return snap8(w if w is not None else base[0]), snap8(h if h is not None else base[1])
+
+
+class ZImageProvider:
+    name: ClassVar[str] = "zimage"
+    env_prefix: ClassVar[str] = "SD"
+    default_base_url: ClassVar[str] = "https://sd.exacg.cc"
+    capabilities: ClassVar[Capabilities] = Capabilities(max_n=MAX_N)
+    # The prompt pipeline hands a ratio over as extra["aspect_ratio"] instead of a pixel size.
+    takes_aspect_ratio: ClassVar[bool] = True
+    builtin_routes: ClassVar[Sequence[RouteSpec]] = (
+        # model_index/steps/cfg/negative_prompt/rehost are options (per provider or per route); the
+        # defaults live in body() so a provider-wide setting is not shadowed by a route default.
+        RouteSpec("Z-Image", "Z-Image", aliases=("z-image",),
+                  description="梦羽 AI Z-Image on sd.exacg.cc (SD_API_KEY)"),
+    )
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.base_url: str = settings.base_url
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(self.settings.timeout_s)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
+        raise NotImplementedError("Z-Image is synchronous")
+
+    def body(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
+        """The upstream body for one image (seed filled in per call by run())."""
+        width, height = dimensions(req)
+        steps = _int(req.extra.get("steps"), "steps")
+        steps = steps if steps is not None else int(ctx.options.get("steps", 8))
+        if not 1 <= steps <= 100:
+            raise InvalidRequest("'steps' must be between 1 and 100.", param="steps", code="invalid_value")
+        cfg = _float(req.extra.get("cfg"), "cfg")
+        body: dict[str, Any] = {
+            "prompt": req.prompt,
+            "width": width,
+            "height": height,
+            "steps": steps,
+            "cfg": cfg if cfg is not None else float(ctx.options.get("cfg", 7.0)),
+            "model_index": int(ctx.options.get("model_index", 5)),
+        }
+        negative = req.extra.get("negative_prompt", ctx.options.get("negative_prompt"))
+        if negative is not None and not isinstance(negative, str):
+            raise InvalidRequest("'negative_prompt' must be a string.", param="negative_prompt",
+                                 code="invalid_value")
+        if negative:
+            body["negative_prompt"] = negative
+        return body
+
+    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        if req.operation != "generate":
+            raise InvalidRequest("Z-Image only generates images from text.", param="model",
+                                 code="unsupported_operation")
+        if req.n > MAX_N:
+            raise InvalidRequest(f"Z-Image makes at most {MAX_N} images per request.", param="n",
+                                 code="invalid_value")
+        body = self.body(req, ctx)
+        seed = _int(req.extra.get("seed"), "seed")
+        if seed is None or seed < 0:  # -1 means "random" to several clients
+            seed = random.randrange(2_147_483_647)
+        calls = [self._one({**body, "seed": (seed + i) % 2_147_483_647}, ctx) for i in range(req.n)]
+        urls = await asyncio.gather(*calls) if len(calls) > 1 else [await calls[0]]
+        yield ProviderResult(
+            [GeneratedImage(url=u) for u in urls],
+            meta={"size": f"{body['width']}x{body['height']}", "seed": seed,
+                  "rehost": bool(ctx.options.get("rehost", False))},
+        )
+
+    async def _one(self, body: dict[str, Any], ctx: CallContext) -> str:
+        headers = {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}
+        try:
+            async with self.session.post(self.base_url + GENERATE_PATH, data=msgspec.json.encode(body),
+                                         headers=headers) as resp:
+                raw = await resp.read()
+                status, ctype, resp_headers = resp.status, resp.content_type, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise connection_error(e, "Z-Image") from None
+        return image_url_of(status, ctype, raw, resp_headers, [ctx.api_key])
+
+
+def _message(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return None
+    for k in ("error", "message", "msg", "detail"):
+        v = data.get(k)
+        if isinstance(v, dict):
+            v = v.get("message") or msgspec.json.encode(v).decode()
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return None
+
+
+def image_url_of(status: int, ctype: str, raw: bytes, headers: Any, secrets: list[str | None]) -> str:
+    """The image URL of a sd.exacg.cc answer, or a GatewayError that says what went wrong."""
+    if "html" in ctype or raw.lstrip()[:1] == b"<":
+        # Cloudflare's "Just a moment..." page: the site refused this server, not the prompt.
+        raise UpstreamError(
+            f"sd.exacg.cc refused the request (HTTP {status}, an HTML challenge page instead of JSON): "
+            "the site's bot protection blocks this server. Retry later or from another network.",
+            code="upstream_refused", retryable=True)
+    try:
+        data = msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        data = None
+    msg = redact(_message(data) or f"Image generation failed with status {status}", secrets)
+    if status in (401, 403):
+        raise GatewayError(f"Z-Image upstream rejected the API key: {msg}", status=401,
+                           type="invalid_request_error", code="invalid_api_key")
+    if status == 429:
+        raise GatewayError(f"Z-Image upstream is rate limiting: {msg}", status=429, type="rate_limit_error",
+                           code="rate_limit_exceeded", headers=retry_after(headers), retryable=True)
+    if not isinstance(data, dict) or status >= 400 or data.get("success") is not True:
+        raise UpstreamError(f"Z-Image upstream error: {msg}", code="upstream_error", retryable=status >= 500)
+    inner = data.get("data")
+    url = inner.get("image_url") if isinstance(inner, dict) else None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "data:")):
+        raise UpstreamError("Z-Image upstream reported success but returned no image URL.",
+                            code="upstream_no_image")
+    return url
