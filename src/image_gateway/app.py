@@ -27,7 +27,7 @@ from .runtime import Runtime
 log = logging.getLogger("image_gateway")
 
 
-def build_app(cfg: Config) -> Starlette:
+def build_app(cfg: Config) -> RequestContext:
     rt = Runtime(cfg)
     reloader = Reloader(rt)
     metrics.bind(rt)
@@ -69,7 +69,6 @@ def build_app(cfg: Config) -> Starlette:
         Route("/admin/deployments", admin.deployments, methods=["GET"]),
     ]
     middleware = [
-        Middleware(RequestContext, access_log=cfg.access_log),
         Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
                    expose_headers=["X-Request-ID", "X-Gateway-Model", "X-Gateway-Provider", "X-Gateway-Deployment",
                                    "Retry-After", "Idempotent-Replayed", "X-Gateway-Task-Id", "Location"],
@@ -80,10 +79,13 @@ def build_app(cfg: Config) -> Starlette:
                     exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler})
     app.state.rt = rt
     app.state.reloader = reloader
-    return app
+    # The hot routes skip Starlette's router (see api/middleware.py); the rest goes through it.
+    hot = {("POST", "/v1/images/generations"): images.generations, ("POST", "/v1/images/edits"): images.edits,
+           ("POST", "/v1/images/variations"): images.variations, ("POST", "/v1/chat/completions"): chat.completions}
+    return RequestContext(app, access_log=cfg.access_log, hot=hot, wrap_hot=RateLimitMiddleware, starlette=app)
 
 
-def create_app() -> Starlette:
+def create_app() -> RequestContext:
     """uvicorn factory: config from the environment (`GATEWAY_CONFIG` names the YAML file)."""
     cfg = load_config()
     setup_logging(cfg.log_level, cfg.secrets())

@@ -95,14 +95,16 @@ async def parse(request: Request, rt: Runtime, op: Operation) -> tuple[ImageRequ
 
 
 def delivery_for(request: Request | str, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
-                 stream: bool = False) -> Delivery:
+                 stream: bool = False, response_format: str | None = None) -> Delivery:
     """`request`: the request, or (for a task rendered after its request ended) the base URL it came in on."""
     native = result_meta.get("output_format")
     convert = req.output_format if req.output_format and native != req.output_format else None
-    fmt = "b64_json" if stream else (req.response_format or "")
-    base = request if isinstance(request, str) else rt.cfg.public_base_url or str(request.base_url).rstrip("/")
-    return Delivery(fmt, convert, req.output_compression if convert else None, base,
-                    rehost=bool(result_meta.get("rehost")))  # e.g. GrsAi URLs expire after 2 h
+    fmt = "b64_json" if stream else (response_format or req.response_format or "")
+    rehost = bool(result_meta.get("rehost"))  # e.g. GrsAi URLs expire after 2 h
+    base = ""
+    if fmt != "b64_json" or rehost:  # only URL answers need it (building it costs more than the rest)
+        base = request if isinstance(request, str) else rt.cfg.public_base_url or str(request.base_url).rstrip("/")
+    return Delivery(fmt, convert, req.output_compression if convert else None, base, rehost=rehost)
 
 
 def _served(request: Request, route: Route) -> dict[str, str]:
@@ -122,11 +124,9 @@ def served_headers(state: dict[str, Any]) -> dict[str, str]:
 async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
     if result.rendered is not None:  # an async task's result: the engine rendered it once, when it ended
         return result.rendered
-    d = delivery_for(request, rt, req, result.meta)
-    if not d.response_format:
-        # Caller did not ask: give what the upstream gave (no conversion cost).
-        d = Delivery("b64_json" if result.images[0].b64 is not None else "url", d.output_format,
-                     d.output_compression, d.base_url, d.rehost)
+    # Caller did not ask: give what the upstream gave (no conversion cost).
+    fmt = req.response_format or ("b64_json" if result.images[0].b64 is not None else "url")
+    d = delivery_for(request, rt, req, result.meta, response_format=fmt)
     data = await rt.deliverer.all(result.images, d)
     meta = dict(result.meta)
     if d.output_format:

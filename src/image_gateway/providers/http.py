@@ -14,7 +14,8 @@ from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
 
 def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:
     """A pooled session; created lazily inside the running loop by each adapter."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300,
+    # One session per upstream host, so a per-host limit would only repeat `limit` (and cost per request).
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300,
                                      enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=_dumps,
