@@ -218,8 +218,8 @@ def test_polling_is_batched(gateway: GatewayFactory) -> None:
         polls, polled = state.polls, state.polled_ids
         time.sleep(1.0)  # ~5 poll intervals
         polls, polled = state.polls - polls, state.polled_ids - polled
-        assert 3 <= polls <= 8, polls  # one list-by-condition per interval, not one per job
-        assert polled >= jobs * 3, polled  # ...each asking about every job in flight
+        assert 2 <= polls <= 8, polls  # one list-by-condition per interval, not one per job (~150)
+        assert polled >= jobs * 2, polled  # ...each asking about every job in flight
         batches = [r.json["ids"] for r in state.requests[-3:] if r.path.endswith("/list-by-condition")]
         assert batches and all(len(b) == jobs for b in batches)
 

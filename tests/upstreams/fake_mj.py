@@ -566,7 +566,7 @@ async def fetch(request: web.Request) -> web.Response:
     t = state.tasks.get(request.match_info["tid"])
     if t is None:
         return web.Response(status=200)  # MJ-NZK: a null body
-    return _json(state.task_json(t, f"http://{request.host}"))
+    return _json(state.task_json(t, state.public_url or f"http://{request.host}"))
 
 
 async def list_by_condition(request: web.Request) -> web.Response:

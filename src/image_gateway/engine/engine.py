@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..errors import AuthError, GatewayError, UpstreamError, UpstreamTimeout, redact
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
 from ..providers.base import (
     CallContext,
     ImageRequest,
@@ -32,6 +30,7 @@ from ..providers.base import (
     ProviderEvent,
     ProviderResult,
 )
+from . import recovery
 from .jobs import CURRENT_JOB, Job
 from .ledger import Ledger
 from .poller import Poller, PollSettings
@@ -258,7 +257,7 @@ class Engine:
     async def find(self, task_id: str) -> Job | TaskRecord | None:
         job = self.jobs.get(task_id)
         if job is not None:
-            self._check_dormant(job)
+            recovery.check_dormant(self, job)
             return job
         return await self.store.get(task_id)
 
@@ -266,64 +265,28 @@ class Engine:
         """A task that lost its caller's key in a restart gets it again (GET with the key)."""
         if not job.requires_key or job.terminal or not key or job.handle is None:
             return False
-        return self._attach_stored(job, key) == "polling"
+        return recovery.reattach(self, job, key) == "polling"
 
-    def _attach_stored(self, job: Job, key: str | None) -> str:
-        """Poll a stored task again: "polling", "key" (its key is needed first) or "failed"."""
-        if self.resolver is None or job.handle is None:
-            return "key"
-        rec = job.record()
-        try:
-            provider, ctx = self.resolver(rec, key)
-        except AuthError:
-            return "key"
-        except GatewayError as e:  # e.g. its route is gone from the config
-            self._spawn(self.fail(job, e))
-            return "failed"
-        loop = asyncio.get_running_loop()
-        if job.deadline_at is not None:
-            ctx = dataclasses.replace(ctx, deadline=loop.time() + (job.deadline_at - time.time()))
-        job.attach(provider, ctx, job.handle)
-        job.resumed = True
+    def watch(self, job: Job) -> None:
+        """Poll an attached job (its provider, context and handle are set)."""
         self._poll(job)
-        return "polling"
 
-    def _check_dormant(self, job: Job) -> None:
-        if job.requires_key and job.deadline_at is not None and time.time() > job.deadline_at:
-            self._spawn(self.fail(job, UpstreamTimeout("The task passed its deadline while waiting for its key.")))
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._spawn(coro)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store; resume every unfinished task; redeliver pending webhooks."""
         await self.store.open()
-        lost: list[Job] = []
-        resumed = waiting = 0
-        for rec in await self.store.unfinished():
-            job = Job.from_record(rec)
-            if rec.handle is None:
-                job.fail(GatewayError("The gateway restarted before the upstream accepted this job; nothing was "
-                                      "generated. Submit it again.", status=503, type="server_error",
-                                      code="gateway_restarted", retryable=True))
-                lost.append(job)
-                continue
-            self.jobs[job.id] = job
-            how = self._attach_stored(job, None) if rec.key_source == "configured" else "key"
-            if how == "polling":
-                resumed += 1
-            elif how == "key":
-                job.requires_key = True
-                waiting += 1
-        await self.ledger.save(lost)
+        await recovery.recover(self)
         await self.ledger.redeliver()
         self._spawn(self._housekeeping())
-        if resumed or waiting or lost:
-            log.info("tasks recovered", extra={"resumed": resumed, "waiting_for_key": waiting, "lost": len(lost)})
 
     async def _housekeeping(self, every_s: float = 60.0) -> None:
         while True:
             for job in list(self.jobs.values()):
-                self._check_dormant(job)
+                recovery.check_dormant(self, job)
             await self.ledger.sweep()
             await asyncio.sleep(every_s)
 
