@@ -62,6 +62,19 @@ class GatewayProcess:
         return self.url + "/v1"
 
     def start(self, timeout: float = 15.0) -> GatewayProcess:
+        # A free port can be taken by another test's gateway before ours binds it: then /health would
+        # answer from that one. Each start gets its own instance label, checked on /health, and a
+        # lost port race is retried on a new port.
+        for _ in range(3):
+            if self._start_once(timeout):
+                return self
+            self.port = free_port()
+            self.env["PORT"] = str(self.port)
+        raise RuntimeError(f"gateway could not bind a port:\n{self.logs()}")
+
+    def _start_once(self, timeout: float) -> bool:
+        instance = f"test-{os.urandom(6).hex()}"
+        self.env["GATEWAY_INSTANCE"] = instance
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "image_gateway", "serve", *self.args],
@@ -70,11 +83,14 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.logs().lower():
+                    return False
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
+                r = httpx.get(self.url + "/health", timeout=0.5)
+                if r.status_code == 200 and r.json().get("instance") == instance:
+                    return True
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"gateway did not become healthy:\n{self.logs()}")

@@ -87,6 +87,7 @@ def test_models_list_and_get(gateway: GatewayFactory) -> None:
 
 def test_health_and_ready(gateway: GatewayFactory) -> None:
     gw = gateway()
-    assert httpx.get(gw.url + "/health").json() == {"status": "ok"}
+    health = httpx.get(gw.url + "/health").json()
+    assert health["status"] == "ok" and health["instance"] == gw.env["GATEWAY_INSTANCE"]
     ready = httpx.get(gw.url + "/ready")
     assert ready.status_code == 200 and "demo" in ready.json()["providers"]

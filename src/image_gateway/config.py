@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ class Config:
     webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
     redis_url: str | None = None
+    instance: str = ""  # a label for this process in /health (which of several answered)
     config_path: Path | None = None
 
     def resolve(self, model: str) -> Route | None:
@@ -364,5 +366,6 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
         redis_url=env.get("REDIS_URL") or server.get("redis_url") or None,
+        instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         config_path=path,
     )

@@ -12,7 +12,8 @@ from .errors import error_body
 
 
 async def health(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    rt: Runtime = request.app.state.rt
+    return Response(encode({"status": "ok", "instance": rt.cfg.instance}), media_type="application/json")
 
 
 async def ready(request: Request) -> Response:
