@@ -159,7 +159,10 @@ class Engine:
         if job.terminal:
             return
         if isinstance(out, Progress):
-            if job.update(out):
+            before = job.status
+            # Only a status change is written: a percent is cheap to learn again from the next poll,
+            # and writing every job's percent each round is what made 10,000 tasks stall the loop.
+            if job.update(out) and job.status != before:
                 self.ledger.dirty.add(job)
         elif isinstance(out, Pending):
             job.handle = out.handle

@@ -2,8 +2,8 @@
 
 Writes are group-committed: records queue up (in the order their state changed) and one writer
 task saves everything queued meanwhile in a single transaction, in that order, so a job's latest
-record always lands last. Progress is batched too: jobs are marked dirty as polls change them and
-flushed once per poll round.
+record always lands last. Status changes seen by polls are batched too: jobs are marked dirty and
+flushed once per poll batch (a bare percent change is not written).
 """
 
 from __future__ import annotations
