@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,7 +16,7 @@ _STATUS_TEXT = {404: ("Not found", "not_found"), 405: ("Method not allowed", "me
 
 
 def error_response(err: GatewayError) -> Response:
-    return Response(encode(err.body()), status_code=err.status, headers=err.headers, media_type="application/json")
+    return JSONBytes(encode(err.body()), err.status, err.headers)
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
@@ -34,3 +37,23 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         text = f"Method {request.method} is not allowed on {request.url.path}"
     return Response(error_body(text, "invalid_request_error", code), status_code=exc.status_code,
                     headers=exc.headers, media_type="application/json")
+
+
+class JSONBytes(Response):
+    """An already-encoded JSON body. Builds its header list directly (Starlette's generic
+    Response.init_headers is measurable on the hot path)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200, headers: Mapping[str, str] | None = None) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
+def json_response(data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> JSONBytes:
+    return JSONBytes(encode(data), status_code, headers)

@@ -21,6 +21,7 @@ from ..schemas.responses import encode, images_response
 from . import jobs, sse
 from .auth import authenticate
 from .body import decode_json_object, is_multipart, read_body, read_form
+from .errors import JSONBytes
 from .idempotent import idempotent
 
 FIRST_EVENT_WAIT_S = 10.0  # longest a stream's headers wait for its first event
@@ -169,7 +170,7 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
     if plan is not None:
         plan.annotate(result)
     body = await finish(request, rt, req, result)
-    return Response(encode(body), media_type="application/json", headers=headers)
+    return JSONBytes(encode(body), 200, headers)
 
 
 async def stream_response(request: Request, rt: Runtime, route: Route, req: ImageRequest,

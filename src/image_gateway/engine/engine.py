@@ -70,6 +70,18 @@ class Engine:
         if job is not None and job.terminal:
             job = None  # an attempt after the job ended (a retry on timeout): it gets a job of its own
         deadline = ctx.deadline or None
+        complete = None if req.stream else getattr(provider, "complete", None)
+        if complete is not None:
+            # Fast path for a synchronous provider: one awaited call, no event generator.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    result = await complete(req, ctx)
+            except TimeoutError:
+                raise UpstreamTimeout("The image job did not finish before its deadline.", retryable=False) from None
+            if job is not None and job.persistent:
+                await self.complete(job, result)
+            yield result
+            return
         it = provider.run(req, ctx)
         pending: Pending | None = None
         try:

@@ -148,6 +148,10 @@ class Provider(Protocol):
         """
         ...
 
+    # Optional: `async def complete(self, req, ctx) -> ProviderResult` for a synchronous upstream.
+    # When present, the engine calls it for requests that are not streamed instead of iterating
+    # `run()` (one awaited call instead of an event generator: the hot path).
+
     async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> Sequence[PollOutcome]:
         """Poll many pending handles at once (batched where the upstream allows).
 

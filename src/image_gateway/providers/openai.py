@@ -34,6 +34,7 @@ _GENERATE = (*_COMMON, "quality", "style", "background", "moderation", "output_c
 _EDIT = (*_COMMON, "quality", "background", "output_compression", "output_format", "partial_images", "stream",
          "input_fidelity", "moderation")
 _VARIATION = _COMMON
+_JSON = {"Content-Type": "application/json"}
 _PATHS = {"generate": "/images/generations", "edit": "/images/edits", "variation": "/images/variations"}
 
 
@@ -100,49 +101,65 @@ class OpenAIProvider:
             params.update(req.extra)
         return params
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+    async def _request(self, req: ImageRequest, ctx: CallContext) -> tuple[str, dict[str, Any]]:
         url = self.base_url + _PATHS[req.operation]
         headers = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
         params = self._params(req, ctx)
-        kwargs: dict[str, Any]
         if req.operation == "generate":
-            kwargs = {"data": msgspec.json.encode(params), "headers": {**headers, "Content-Type": "application/json"}}
-        elif req.operation == "edit" and req.images and all(i.data is None for i in req.images) and (
+            return url, {"data": msgspec.json.encode(params), "headers": {**headers, **_JSON}}
+        if req.operation == "edit" and req.images and all(i.data is None for i in req.images) and (
                 req.mask is None or req.mask.data is None):
             params["images"] = [{"image_url": i.url} for i in req.images]
             if req.mask is not None:
                 params["mask"] = {"image_url": req.mask.url}
-            kwargs = {"data": msgspec.json.encode(params), "headers": {**headers, "Content-Type": "application/json"}}
-        else:
-            kwargs = {"data": await self._form(req, params), "headers": headers}
-        secrets = [ctx.api_key]
+            return url, {"data": msgspec.json.encode(params), "headers": {**headers, **_JSON}}
+        return url, {"data": await self._form(req, params), "headers": headers}
+
+    async def complete(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+        """A request that is not streamed: one call, one answer (the engine's fast path)."""
+        url, kwargs = await self._request(req, ctx)
+        try:
+            async with self.session.post(url, **kwargs) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise error_from_openai_body(resp.status, body, resp.headers, self.name, [ctx.api_key])
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise connection_error(e, self.name) from None
+        return parse_images_response(body)
+
+    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        if not req.stream:
+            yield await self.complete(req, ctx)
+            return
+        url, kwargs = await self._request(req, ctx)
         try:
             async with self.session.post(url, **kwargs) as resp:
                 if resp.status >= 400:
-                    raise error_from_openai_body(resp.status, await resp.read(), resp.headers, self.name, secrets)
-                if resp.content_type == "text/event-stream":
-                    final: list[GeneratedImage] = []
-                    usage = None
-                    async for data in _sse(resp):
-                        if "error" in data:
-                            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-                            raise GatewayError(str(err.get("message") or "upstream stream error"), status=502,
-                                               type=str(err.get("type") or "upstream_error"),
-                                               code=err.get("code"))
-                        yield StreamEvent(data)
-                        if str(data.get("type", "")).endswith(".completed") and data.get("b64_json"):
-                            final.append(GeneratedImage(b64=data["b64_json"]))
-                            usage = data.get("usage") or usage
-                    if not final:
-                        raise UpstreamError("upstream stream ended without a completed image")
-                    keys = ("background", "output_format", "quality", "size")
-                    meta: dict[str, Any] = {k: data[k] for k in keys if k in data}
-                    yield ProviderResult(final, usage=usage, meta=meta, streamed=True)
+                    raise error_from_openai_body(resp.status, await resp.read(), resp.headers, self.name,
+                                                 [ctx.api_key])
+                if resp.content_type != "text/event-stream":
+                    body = await resp.read()
+                    yield parse_images_response(body)
                     return
-                body = await resp.read()
+                final: list[GeneratedImage] = []
+                usage = None
+                data: dict[str, Any] = {}
+                async for data in _sse(resp):
+                    if "error" in data:
+                        err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+                        raise GatewayError(str(err.get("message") or "upstream stream error"), status=502,
+                                           type=str(err.get("type") or "upstream_error"), code=err.get("code"))
+                    yield StreamEvent(data)
+                    if str(data.get("type", "")).endswith(".completed") and data.get("b64_json"):
+                        final.append(GeneratedImage(b64=data["b64_json"]))
+                        usage = data.get("usage") or usage
+                if not final:
+                    raise UpstreamError("upstream stream ended without a completed image")
+                keys = ("background", "output_format", "quality", "size")
+                meta: dict[str, Any] = {k: data[k] for k in keys if k in data}
+                yield ProviderResult(final, usage=usage, meta=meta, streamed=True)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise connection_error(e, self.name) from None
-        yield parse_images_response(body)
 
     async def _form(self, req: ImageRequest, params: dict[str, Any]) -> aiohttp.FormData:
         form = aiohttp.FormData()
