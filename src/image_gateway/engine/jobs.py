@@ -49,15 +49,15 @@ Listener = asyncio.Queue[Progress | _End]
 
 class Job:
     __slots__ = (
-        "_listeners", "_preview_key", "base_url_fn", "created", "ctx", "deadline_at", "delivery", "detached",
-        "endpoint", "error", "handle", "id", "key_source", "model", "persistent", "progress", "provider",
+        "_id", "_listeners", "_preview_key", "base_url_fn", "created", "ctx", "deadline_at", "delivery", "detached",
+        "endpoint", "error", "handle", "key_source", "model", "persistent", "progress", "provider",
         "requires_key", "result", "resumed", "route", "runner", "status", "updated", "waiters", "webhook_status",
         "webhook_url",
     )
 
     def __init__(self, model: str, route: str, delivery: dict[str, Any] | None = None, job_id: str | None = None,
                  created: float | None = None) -> None:
-        self.id = job_id or new_task_id()
+        self._id = job_id  # drawn on first use: most jobs (synchronous ones) never need one
         self.model = model
         self.route = route
         self.delivery: dict[str, Any] = delivery or {}
@@ -104,6 +104,12 @@ class Job:
         configured = getattr(settings, "api_key", None)
         self.key_source = "configured" if ctx.api_key is None or ctx.api_key == configured else "request"
         self.requires_key = False
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = new_task_id()
+        return self._id
 
     def update(self, ev: Progress) -> bool:
         """Apply a progress report; publish it if anything a caller can see changed."""
