@@ -9,10 +9,11 @@ from starlette.requests import Request
 from ..config import Config
 from ..errors import AuthError
 from ..routing.keys import KeySource
+from .body import header
 
 
 def bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization")
+    value = header(request, b"authorization")
     if not value:
         return None
     scheme, _, token = value.partition(" ")
@@ -24,7 +25,7 @@ def bearer(request: Request) -> str | None:
 def authenticate(request: Request, cfg: Config) -> KeySource:
     """Check the gateway key if any are configured; return where provider keys may come from."""
     token = bearer(request)
-    provider_key = request.headers.get("x-provider-key") or None
+    provider_key = header(request, b"x-provider-key") or None
     if cfg.gateway_keys:
         if token is None:
             raise AuthError("Missing gateway key: send 'Authorization: Bearer <gateway key>'.")

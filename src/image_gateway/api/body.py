@@ -29,8 +29,19 @@ class ClientGone(GatewayError):
         super().__init__("The client closed the connection before sending its whole body.")
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """One request header (lower-case name). The headers are made a dict once per request: cheaper
+    than Starlette's Headers, which scans the list on every lookup."""
+    scope = request.scope
+    h = scope.get("_hdrs")
+    if h is None:
+        h = scope["_hdrs"] = dict(scope["headers"])
+    v = h.get(name)
+    return v.decode("latin-1") if v is not None else None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Request body is larger than the gateway's limit of {limit} bytes.")
     # ASGI receive() directly: the usual small JSON body arrives in one message.
@@ -66,7 +77,7 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 
 
 def is_multipart(request: Request) -> bool:
-    return request.headers.get("content-type", "").startswith("multipart/form-data")
+    return (header(request, b"content-type") or "").startswith("multipart/form-data")
 
 
 async def read_form(request: Request, limit: int) -> tuple[dict[str, str], dict[str, list[InputImage]]]:

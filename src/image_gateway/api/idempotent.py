@@ -21,6 +21,7 @@ from ..providers.base import ImageRequest
 from ..routing.idempotency import Stored, key_id
 from ..runtime import Runtime
 from ..schemas.responses import encode
+from .body import header
 
 _KEEP = ("content-type", "x-gateway-model", "x-gateway-provider", "retry-after")
 
@@ -32,13 +33,13 @@ def fingerprint(path: str, req: ImageRequest) -> str:
 
 
 def _caller(request: Request) -> str:
-    token = request.headers.get("authorization") or request.headers.get("x-provider-key") or ""
+    token = header(request, b"authorization") or header(request, b"x-provider-key") or ""
     return hashlib.sha256(token.encode()).hexdigest()  # the key itself is never stored
 
 
 async def idempotent(request: Request, rt: Runtime, req: ImageRequest,
                      produce: Callable[[], Awaitable[Response]]) -> Response:
-    key = request.headers.get("idempotency-key")
+    key = header(request, b"idempotency-key")
     if not key or req.stream:
         return await produce()
     if len(key) > 255:

@@ -23,6 +23,7 @@ from ..providers.base import ImageRequest, Pending, ProviderResult
 from ..routing.keys import KeySource
 from ..runtime import Runtime
 from ..schemas.responses import encode
+from .body import header
 
 log = logging.getLogger("image_gateway.tasks")
 _TRUE = {True, "true", "1", "yes", "on"}  # (1 == True)
@@ -32,7 +33,7 @@ def wants_async(request: Request, req: ImageRequest) -> bool:
     flag = req.extra.pop("async", None)  # ours: never forwarded upstream
     if (flag.strip().lower() if isinstance(flag, str) else flag) in _TRUE:
         return True
-    prefer = request.headers.get("prefer")
+    prefer = header(request, b"prefer")
     if not prefer:
         return False
     return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
