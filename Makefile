@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint typecheck unit sysdeps bench bench-peers clean
+.PHONY: run test lint bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,11 @@ $(TSTAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/image-gateway serve
 
-# System packages the tests use for real (Redis); installed when missing.
-sysdeps:
-	@./scripts/ensure-sysdeps.sh
-
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-test: $(TSTAMP) sysdeps lint
+test: $(TSTAMP) lint
 	$(BIN)/pytest -n auto --dist loadfile
 
 bench: $(TSTAMP)

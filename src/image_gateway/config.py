@@ -100,7 +100,6 @@ class Config:
     webhook_attempts: int = 5  # task webhooks: tries per delivery, with exponential back-off
     webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
-    redis_url: str | None = None
     instance: str = ""  # a label for this process in /health (which of several answered)
     config_path: Path | None = None
 
@@ -133,7 +132,6 @@ class Config:
             "max_body_bytes": self.max_body_bytes,
             "job_deadline_s": self.job_deadline_s,
             "cors_origins": list(self.cors_origins),
-            "redis_url": self.redis_url,
             "providers": {
                 n: {"base_url": p.base_url, "api_key": mask_key(p.api_key), "timeout_s": p.timeout_s,
                     **dict(p.options)}
@@ -365,7 +363,6 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         webhook_attempts=int(_num(env, "WEBHOOK_ATTEMPTS", float(server.get("webhook_attempts", 5)))),
         webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
-        redis_url=env.get("REDIS_URL") or server.get("redis_url") or None,
         instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         config_path=path,
     )

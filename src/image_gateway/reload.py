@@ -28,7 +28,7 @@ from .runtime import Runtime
 
 log = logging.getLogger("image_gateway.reload")
 _RESTART_ONLY = ("host", "port", "data_dir", "cors_origins", "log_level", "access_log", "image_ttl_s",
-                 "max_body_bytes", "download_max_bytes", "download_timeout_s", "public_base_url", "redis_url")
+                 "max_body_bytes", "download_max_bytes", "download_timeout_s", "public_base_url")
 
 
 class Reloader:
