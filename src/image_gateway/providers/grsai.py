@@ -44,7 +44,7 @@ from .grsai_wire import (
     submit_body,
     unwrap,
 )
-from .http import connection_error, new_session
+from .http import HttpProvider, connection_error
 
 RESULT_PATH = "/v1/draw/result"
 MAX_N = 4
@@ -73,28 +73,13 @@ class _Sub:
         self.broken = False
 
 
-class GrsAiProvider:
+class GrsAiProvider(HttpProvider):
     name: ClassVar[str] = "grsai"
     env_prefix: ClassVar[str] = "GRSAI"
     default_base_url: ClassVar[str] = "https://grsaiapi.com"
     capabilities: ClassVar[Capabilities] = Capabilities(edits=True, max_n=MAX_N)
     takes_aspect_ratio: ClassVar[bool] = True  # the prompt pipeline passes extra["aspect_ratio"]
     builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.base_url: str = settings.base_url
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.settings.timeout_s)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     def _headers(self, ctx: CallContext) -> dict[str, str]:
         return {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import msgspec
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
+
+
+class HttpProvider:
+    """The plumbing every HTTP adapter shares: its settings and one pooled session, made lazily
+    inside the running loop. Synchronous upstreams keep the default `poll` (never called)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.base_url: str = settings.base_url
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(self.settings.timeout_s)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def poll(self, handles: Sequence[dict[str, Any]], ctx: Any) -> Sequence[Any]:
+        raise NotImplementedError(f"{type(self).__name__} is synchronous: nothing to poll")
 
 
 def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:

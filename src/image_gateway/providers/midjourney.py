@@ -40,7 +40,7 @@ from .base import (
     ProviderResult,
     RouteSpec,
 )
-from .http import connection_error, new_session
+from .http import HttpProvider, connection_error
 from .limits import AccountLimiter
 
 NAME = "Midjourney proxy"
@@ -48,7 +48,7 @@ DOWNLOAD_MAX = 50 << 20
 DOWNLOAD_TRIES = 3
 
 
-class MidjourneyProvider:
+class MidjourneyProvider(HttpProvider):
     name: ClassVar[str] = "midjourney"
     env_prefix: ClassVar[str] = "MJ"
     default_base_url: ClassVar[str] = "http://127.0.0.1:8080"
@@ -63,23 +63,11 @@ class MidjourneyProvider:
     )
 
     def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.base_url: str = settings.base_url
-        self._session: aiohttp.ClientSession | None = None
+        super().__init__(settings)
         self._limiters: dict[tuple[str, str | None], AccountLimiter] = {}  # memory only: holds keys
         self._held: dict[str, tuple[AccountLimiter, int]] = {}  # handle id -> slots it holds
         self._missing: dict[str, int] = {}  # task id -> consecutive polls it was absent
         self._download_failures: dict[str, int] = {}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.settings.timeout_s)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     # -- plumbing ---------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from .base import (
     RouteSpec,
     StreamEvent,
 )
-from .http import connection_error, error_from_openai_body, new_session
+from .http import HttpProvider, connection_error, error_from_openai_body
 
 # Documented parameters per endpoint (protocols.md §1.1-1.3); everything else stays with us.
 _COMMON = ("n", "size", "response_format", "user")
@@ -55,30 +55,12 @@ def _native(ctx: CallContext) -> tuple[bool, bool]:
             bool(ctx.options.get("native_output_format", not model.startswith("dall-e"))))
 
 
-class OpenAIProvider:
+class OpenAIProvider(HttpProvider):
     name: ClassVar[str] = "openai"
     env_prefix: ClassVar[str] = "OPENAI"
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
     capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, native_stream=True)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.base_url: str = settings.base_url
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.settings.timeout_s)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
-        raise NotImplementedError("OpenAI images are synchronous")
 
     def _params(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
         names = {"generate": _GENERATE, "edit": _EDIT, "variation": _VARIATION}[req.operation]

@@ -30,7 +30,7 @@ from .base import (
     ProviderResult,
     RouteSpec,
 )
-from .http import connection_error, new_session, retry_after
+from .http import HttpProvider, connection_error, retry_after
 
 GENERATE_PATH = "/api/v1/generate_image"
 MIN_SIDE, MAX_SIDE = 64, 2048
@@ -85,7 +85,7 @@ def dimensions(req: ImageRequest) -> tuple[int, int]:
     return snap8(w if w is not None else base[0]), snap8(h if h is not None else base[1])
 
 
-class ZImageProvider:
+class ZImageProvider(HttpProvider):
     name: ClassVar[str] = "zimage"
     env_prefix: ClassVar[str] = "SD"
     default_base_url: ClassVar[str] = "https://sd.exacg.cc"
@@ -98,24 +98,6 @@ class ZImageProvider:
         RouteSpec("Z-Image", "Z-Image", aliases=("z-image",),
                   description="梦羽 AI Z-Image on sd.exacg.cc (SD_API_KEY)"),
     )
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.base_url: str = settings.base_url
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.settings.timeout_s)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
-        raise NotImplementedError("Z-Image is synchronous")
 
     def body(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
         """The upstream body for one image (seed filled in per call by run())."""
