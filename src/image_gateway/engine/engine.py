@@ -31,6 +31,7 @@ from ..providers.base import (
     ProviderResult,
 )
 from . import recovery
+from .deadlines import Deadlines
 from .jobs import CURRENT_JOB, Job
 from .ledger import Ledger
 from .poller import Poller, PollSettings
@@ -56,6 +57,7 @@ class Engine:
         self.render: Renderer | None = None
         self.resolver: Resolver | None = None
         self.jobs: dict[str, Job] = {}  # live tasks
+        self.deadlines = Deadlines()
         self._pollers: dict[int, Poller] = {}
         self._spawn = self.ledger.spawn
 
@@ -73,11 +75,17 @@ class Engine:
         complete = None if req.stream else getattr(provider, "complete", None)
         if complete is not None:
             # Fast path for a synchronous provider: one awaited call, no event generator.
+            watched = self.deadlines.enter(deadline) if deadline is not None else None
             try:
-                async with asyncio.timeout_at(deadline):
-                    result = await complete(req, ctx)
-            except TimeoutError:
-                raise UpstreamTimeout("The image job did not finish before its deadline.", retryable=False) from None
+                result = await complete(req, ctx)
+            except asyncio.CancelledError:
+                if watched is not None and self.deadlines.expired(watched):
+                    raise UpstreamTimeout("The image job did not finish before its deadline.",
+                                          retryable=False) from None
+                raise
+            finally:
+                if watched is not None:
+                    self.deadlines.leave(watched)
             if job is not None and job.persistent:
                 await self.complete(job, result)
             yield result
