@@ -113,7 +113,7 @@ class AccessLog:
         self.buf.append(_enc.encode(line))
         if not self.scheduled:
             self.scheduled = True
-            asyncio.get_running_loop().call_later(0.05, self.flush)
+            asyncio.get_running_loop().call_later(0.25, self.flush)
 
     def flush(self) -> None:
         self.scheduled = False
