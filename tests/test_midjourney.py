@@ -254,3 +254,19 @@ def test_stream_failure_arrives_as_an_error_event(gateway: GatewayFactory) -> No
         with pytest.raises(openai.APIError) as ei:
             list(stream)
         assert "[Banned prompt] nope" in ei.value.message
+
+
+def test_stream_sends_keep_alive_comments_while_nothing_changes(gateway: GatewayFactory) -> None:
+    key = new_key()
+    with mj_server(step_s=0.6, progress_steps=[50]) as (srv, state):
+        gw = start_gateway(gateway, srv, key, env={"SSE_KEEPALIVE_S": "0.2"})
+        lines: list[str] = []
+        with httpx.stream("POST", gw.base_url + "/images/generations", timeout=30,
+                          json={"model": "mj-v7", "prompt": "a slow comet", "stream": True}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            lines = [ln for ln in r.iter_lines() if ln]
+        assert lines.count(": keep-alive") >= 3, lines
+        assert any(ln.startswith("data: ") and "image_generation.completed" in ln for ln in lines)
+        assert lines[-1] == "data: [DONE]"
+        gw.remember(*lines)
+        gw.assert_secret_absent(key)

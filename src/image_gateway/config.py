@@ -90,7 +90,7 @@ class Config:
     download_max_bytes: int = 50 * 1024 * 1024
     download_timeout_s: float = 60.0
     job_deadline_s: float = 600.0
-    sse_keepalive_s: float = 10.0  # chat streams: an SSE comment whenever nothing else was sent this long
+    sse_keepalive_s: float = 10.0  # streams: an SSE comment whenever nothing else was sent this long
     default_model: str = "demo"  # used when a request names no model
     cors_origins: tuple[str, ...] = ("*",)
     log_level: str = "INFO"

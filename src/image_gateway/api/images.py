@@ -189,7 +189,7 @@ async def stream_response(request: Request, rt: Runtime, route: Route, req: Imag
         async for chunk in source:
             yield chunk
 
-    return StreamingResponse(sse.with_keepalive(body(), 15.0), media_type="text/event-stream",
+    return StreamingResponse(sse.with_keepalive(body(), rt.cfg.sse_keepalive_s), media_type="text/event-stream",
                              headers={**sse.HEADERS, **served_headers(request.scope["state"])})
 
 

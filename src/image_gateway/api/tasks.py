@@ -133,7 +133,7 @@ async def task_events(request: Request) -> Response:
         yield sse.event({"type": f"image.task.{obj['status']}", "task": obj}, f"image.task.{obj['status']}")
         yield sse.DONE
 
-    keepalive = float(getattr(rt.cfg, "sse_keepalive_s", 15.0))
+    keepalive = rt.cfg.sse_keepalive_s
     return StreamingResponse(sse.with_keepalive(events(), keepalive), media_type="text/event-stream",
                              headers=sse.HEADERS)
 
