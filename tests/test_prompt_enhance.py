@@ -273,12 +273,14 @@ def test_settings_repr_masks_key() -> None:
     s = EnhanceSettings(api_key=KEY)
     assert KEY not in repr(s)
     assert "sk-...7b3a" in repr(s)
-    assert "***" in repr(EnhanceSettings(api_key="short"))
+    assert "short" not in repr(EnhanceSettings(api_key="short"))
     assert "api_key=None" in repr(EnhanceSettings(api_key=None))
 
 
-def test_settings_from_env_and_url() -> None:
-    s = EnhanceSettings.from_env({})
+def test_settings_from_the_environment_and_url() -> None:
+    from image_gateway.config import ConfigError, load_config
+
+    s = load_config({}, None, None).enhance
     assert (s.api_key, s.base_url, s.model, s.timeout_s) == (
         None,
         "https://api.openai.com/v1",
@@ -286,18 +288,20 @@ def test_settings_from_env_and_url() -> None:
         10.0,
     )
     assert s.url == "https://api.openai.com/v1/chat/completions"
-    s = EnhanceSettings.from_env(
+    s = load_config(
         {
-            "ENHANCE_OPENAI_API_KEY": f" {KEY} ",
+            "ENHANCE_OPENAI_API_KEY": KEY,
             "ENHANCE_OPENAI_BASE_URL": "http://llm.local/api/chat/completions",
             "ENHANCE_OPENAI_MODEL": "qwen",
             "ENHANCE_TIMEOUT_S": "3.5",
-        }
-    )
+        },
+        None,
+        None,
+    ).enhance
     assert (s.api_key, s.model, s.timeout_s) == (KEY, "qwen", 3.5)
     assert s.url == "http://llm.local/api/chat/completions"
-    with pytest.raises(ValueError):
-        EnhanceSettings.from_env({"ENHANCE_TIMEOUT_S": "soon"})
+    with pytest.raises(ConfigError):
+        load_config({"ENHANCE_TIMEOUT_S": "soon"}, None, None)
 
 
 # --- system prompt ----------------------------------------------------------------------------------

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from ..errors import mask_key
+from .llm_json import parse_llm_json
 from .ratio import RATIOS
 
 __all__ = [
@@ -38,12 +38,6 @@ MAX_RESPONSE_BYTES = 1 << 20  # an enhanced prompt is ~1 KB; refuse to buffer an
 _REASON_MAX = 300
 
 
-def _mask(key: str) -> str:
-    if len(key) < 12:
-        return "***"
-    return f"{key[:3]}...{key[-4:]}"
-
-
 @dataclass(frozen=True, repr=False)
 class EnhanceSettings:
     api_key: str | None
@@ -52,7 +46,7 @@ class EnhanceSettings:
     timeout_s: float = 10.0
 
     def __repr__(self) -> str:
-        key = "None" if self.api_key is None else repr(_mask(self.api_key))
+        key = "None" if self.api_key is None else repr(mask_key(self.api_key))
         return (
             f"EnhanceSettings(api_key={key}, base_url={self.base_url!r}, "
             f"model={self.model!r}, timeout_s={self.timeout_s!r})"
@@ -71,25 +65,6 @@ class EnhanceSettings:
         if base.endswith("/chat/completions"):
             return base
         return base + "/chat/completions"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EnhanceSettings:
-        """ENHANCE_OPENAI_API_KEY, ENHANCE_OPENAI_BASE_URL, ENHANCE_OPENAI_MODEL, ENHANCE_TIMEOUT_S
-        (blank values mean "use the default"; a blank key means "disabled")."""
-        e = os.environ if env is None else env
-        timeout_raw = (e.get("ENHANCE_TIMEOUT_S") or "").strip()
-        try:
-            timeout = float(timeout_raw) if timeout_raw else 10.0
-        except ValueError:
-            raise ValueError("ENHANCE_TIMEOUT_S must be a number of seconds") from None
-        if not timeout > 0:
-            raise ValueError("ENHANCE_TIMEOUT_S must be positive")
-        return cls(
-            api_key=(e.get("ENHANCE_OPENAI_API_KEY") or "").strip() or None,
-            base_url=(e.get("ENHANCE_OPENAI_BASE_URL") or "").strip() or DEFAULT_BASE_URL,
-            model=(e.get("ENHANCE_OPENAI_MODEL") or "").strip() or DEFAULT_MODEL,
-            timeout_s=timeout,
-        )
 
 
 @dataclass(frozen=True)
@@ -156,131 +131,6 @@ into the prompt; the ratio belongs only in "aspect_ratio".
 5. Text the user puts in quotes (words on a sign, a shirt, a poster, a book cover) must be kept \
 verbatim, in its original language and quotes, never translated or paraphrased.
 """
-
-
-# --- parsing the LLM reply ---------------------------------------------------------------------------
-
-_FENCE_RE = re.compile(
-    r"```[ \t]*(?:json[c5]?|javascript|js)?[ \t]*\r?\n?(.*?)```", re.DOTALL | re.IGNORECASE
-)
-_THINK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
-_TRAILING_COMMA_RE = re.compile(r",(\s*[}\]])")
-
-
-def _balanced_objects(text: str) -> list[str]:
-    """Every balanced ``{...}`` span, scanning from each ``{``; braces inside JSON strings
-    (with escapes) do not count."""
-    out: list[str] = []
-    start = text.find("{")
-    while start != -1:
-        depth = 0
-        in_str = False
-        esc = False
-        end = -1
-        for i in range(start, len(text)):
-            c = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif c == "\\":
-                    esc = True
-                elif c == '"':
-                    in_str = False
-            elif c == '"':
-                in_str = True
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    end = i
-                    break
-        if end == -1:
-            start = text.find("{", start + 1)
-            continue
-        out.append(text[start : end + 1])
-        start = text.find("{", start + 1)
-    return out
-
-
-def _strip_comments(text: str) -> str:
-    """Remove // and /* */ comments outside JSON strings, and trailing commas (lenient retry only)."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    in_str = False
-    while i < n:
-        c = text[i]
-        if in_str:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == '"':
-                in_str = False
-            i += 1
-            continue
-        if c == '"':
-            in_str = True
-            out.append(c)
-            i += 1
-        elif text.startswith("//", i):
-            nl = text.find("\n", i)
-            i = n if nl == -1 else nl
-        elif text.startswith("/*", i):
-            close = text.find("*/", i + 2)
-            i = n if close == -1 else close + 2
-        else:
-            out.append(c)
-            i += 1
-    return _TRAILING_COMMA_RE.sub(r"\1", "".join(out))
-
-
-def _load(candidate: str) -> Any:
-    try:
-        return json.loads(candidate)
-    except ValueError:
-        pass
-    try:
-        return json.loads(_strip_comments(candidate))
-    except ValueError:
-        return None
-
-
-def _normalise_ratio(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    r = re.sub(r"\s+", "", value.replace("：", ":"))
-    if ":" in r:
-        w, _, h = r.partition(":")
-        if w.isdigit() and h.isdigit():
-            r = f"{int(w)}:{int(h)}"
-    return r if r in RATIOS else None
-
-
-def parse_llm_json(content: str) -> tuple[str, str | None]:
-    """(prompt, aspect_ratio) from an LLM reply. Tolerates code fences, <think> blocks, chatter around
-    the JSON, braces/URLs/``//`` inside strings and (as a retry) comments and trailing commas outside
-    them. ``aspect_ratio`` is None unless it is one of RATIOS. Raises ValueError with a short reason."""
-    text = _THINK_RE.sub(" ", content).strip()
-    if not text:
-        raise ValueError("empty reply from LLM")
-    sources = [*(m.group(1) for m in _FENCE_RE.finditer(text)), text]
-    saw_object = False
-    for source in sources:
-        for candidate in _balanced_objects(source):
-            data = _load(candidate)
-            if not isinstance(data, dict):
-                continue
-            saw_object = True
-            prompt = data.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                continue
-            ratio = data.get("aspect_ratio", data.get("aspectRatio", data.get("ratio")))
-            return prompt.strip(), _normalise_ratio(ratio)
-    if saw_object:
-        raise ValueError('LLM JSON has no non-empty "prompt" string')
-    raise ValueError("no JSON object in LLM reply")
 
 
 # --- the call ----------------------------------------------------------------------------------------
