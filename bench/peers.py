@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from measure import Target
@@ -94,12 +95,19 @@ def ensure_portkey() -> str:
     return PORTKEY_VERSION
 
 
-def litellm_target() -> Target:
-    target = Target("LiteLLM proxy", start=lambda _u, _d: _never(), key=LITELLM_KEY)
+def _installed_target(name: str, key: str, what: str, version: Callable[[], str]) -> Target:
+    """A peer target with its install done (or the reason it could not be, so the run skips it)."""
+    target = Target(name, start=lambda _u, _d: _never(), key=key)
     try:
-        target.version = f"litellm {ensure_litellm()}"
+        target.version = version()
     except PeerUnavailable as e:
-        target.skip_reason = f"could not install LiteLLM: {e}"
+        target.skip_reason = f"could not install {what}: {e}"
+    return target
+
+
+def litellm_target() -> Target:
+    target = _installed_target("LiteLLM proxy", LITELLM_KEY, "LiteLLM", lambda: f"litellm {ensure_litellm()}")
+    if target.skip_reason:
         return target
 
     def start(upstream: str, log_dir: Path) -> Server:
@@ -125,11 +133,9 @@ def litellm_target() -> Target:
 
 
 def portkey_target() -> Target:
-    target = Target("Portkey gateway", start=lambda _u, _d: _never(), key=UPSTREAM_KEY)
-    try:
-        target.version = f"@portkey-ai/gateway {ensure_portkey()}, node {_node_version()}"
-    except PeerUnavailable as e:
-        target.skip_reason = f"could not install Portkey: {e}"
+    target = _installed_target("Portkey gateway", UPSTREAM_KEY, "Portkey",
+                               lambda: f"@portkey-ai/gateway {ensure_portkey()}, node {_node_version()}")
+    if target.skip_reason:
         return target
 
     def start(upstream: str, log_dir: Path) -> Server:
