@@ -63,6 +63,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     md_path, json_path = write_results(run, args.out)
     print()
     print(render_markdown(run))
-    log(f"wrote {md_path.relative_to(REPO)} and {json_path.relative_to(REPO)}")
+    log(f"wrote {_shown(md_path)} and {_shown(json_path)}")
     if args.readme if args.readme is not None else not (args.quick or args.peers_only):
         if update_readme(REPO / "README.md", readme_block(run, md_path)):
             log("refreshed the README block")

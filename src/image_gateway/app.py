@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from . import metrics
+from . import gc_tuning, metrics
 from .api import admin, chat, health, images, models, tasks
 from .api.errors import gateway_error_handler, http_error_handler
 from .api.middleware import RequestContext
@@ -40,6 +40,7 @@ def build_app(cfg: Config) -> RequestContext:
         lag = asyncio.create_task(metrics.sample_loop_lag())
         reloader.start()  # YAML file watcher + SIGHUP
         await rt.engine.start()  # open the task store, resume unfinished tasks
+        gc_tuning.tune(cfg.gc_gen0_threshold)  # last: everything long-lived exists now
         log.info("gateway ready", extra={"listen": f"{cfg.host}:{cfg.port}", "routes": len(cfg.routes),
                                          "usable_providers": rt.usable_providers()})
         try:

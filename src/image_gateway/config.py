@@ -101,6 +101,7 @@ class Config:
     webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
     instance: str = ""  # a label for this process in /health (which of several answered)
+    gc_gen0_threshold: int = 20_000  # see gc_tuning.py; 0 keeps Python's default (700)
     config_path: Path | None = None
 
     def resolve(self, model: str) -> Route | None:
@@ -364,5 +365,6 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
         instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
+        gc_gen0_threshold=int(_num(env, "GC_GEN0_THRESHOLD", float(server.get("gc_gen0_threshold", 20_000)))),
         config_path=path,
     )
