@@ -125,10 +125,7 @@ async def completions(request: Request) -> Response:
 
 async def _result(request: Request, rt: Runtime, job: ChatJob, keys: KeySource) -> ProviderResult:
     state = request.scope["state"]
-    async for ev in rt.router.events(job.route, job.req, keys, state["request_id"], state):
-        if isinstance(ev, ProviderResult):
-            return ev
-    raise GatewayError("The provider ended without a result.", status=502, type="upstream_error")
+    return await rt.router.result(job.route, job.req, keys, state["request_id"], state)
 
 
 async def _stream(request: Request, rt: Runtime, job: ChatJob, chat: ChatRequest, keys: KeySource,

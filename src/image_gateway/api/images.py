@@ -153,20 +153,15 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
         return await jobs.start(request, rt, route, req, keys, job)
     if req.stream:
         return await stream_response(request, rt, route, req, keys)
-    result: ProviderResult | None = None
     state = request.scope["state"]
     try:
-        async for ev in rt.router.events(route, req, keys, state["request_id"], state):
-            if isinstance(ev, ProviderResult):
-                result = ev
+        result = await rt.router.result(route, req, keys, state["request_id"], state)
     except BaseException as e:
         jobs.settle(rt, e)
         raise
     headers = served_headers(state)
     if job.persistent:
         headers["X-Gateway-Task-Id"] = job.id
-    if result is None:
-        raise GatewayError("The provider ended without a result.", status=502, type="upstream_error")
     if plan is not None:
         plan.annotate(result)
     body = await finish(request, rt, req, result)

@@ -74,21 +74,7 @@ class Engine:
         deadline = ctx.deadline or None
         complete = None if req.stream else getattr(provider, "complete", None)
         if complete is not None:
-            # Fast path for a synchronous provider: one awaited call, no event generator.
-            watched = self.deadlines.enter(deadline) if deadline is not None else None
-            try:
-                result = await complete(req, ctx)
-            except asyncio.CancelledError:
-                if watched is not None and self.deadlines.expired(watched):
-                    raise UpstreamTimeout("The image job did not finish before its deadline.",
-                                          retryable=False) from None
-                raise
-            finally:
-                if watched is not None:
-                    self.deadlines.leave(watched)
-            if job is not None and job.persistent:
-                await self.complete(job, result)
-            yield result
+            yield await self._complete(complete, req, ctx, job)
             return
         it = provider.run(req, ctx)
         pending: Pending | None = None
@@ -136,11 +122,34 @@ class Engine:
                 job.unlisten(q)
                 job.waiters -= 1
 
-    async def run(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+    async def result(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+        """The job's result without its events (a caller that does not stream)."""
+        complete = None if req.stream else getattr(provider, "complete", None)
+        if complete is not None:
+            job = CURRENT_JOB.get()
+            return await self._complete(complete, req, ctx, None if job is not None and job.terminal else job)
         async for ev in self.events(provider, req, ctx):
             if isinstance(ev, ProviderResult):
                 return ev
         raise UpstreamError(f"{provider.name} ended without a result")
+
+    async def _complete(self, complete: Callable[[ImageRequest, CallContext], Awaitable[ProviderResult]],
+                        req: ImageRequest, ctx: CallContext, job: Job | None) -> ProviderResult:
+        """A synchronous provider's one awaited call (the hot path): no event generator, no task."""
+        deadline = ctx.deadline or None
+        watched = self.deadlines.enter(deadline) if deadline is not None else None
+        try:
+            result = await complete(req, ctx)
+        except asyncio.CancelledError:
+            if watched is not None and self.deadlines.expired(watched):
+                raise UpstreamTimeout("The image job did not finish before its deadline.", retryable=False) from None
+            raise
+        finally:
+            if watched is not None:
+                self.deadlines.leave(watched)
+        if job is not None and job.persistent:
+            await self.complete(job, result)
+        return result
 
     # -- tasks --------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 from .. import metrics
@@ -127,87 +127,119 @@ class Router:
                 out.extra[k] = v
         return out
 
+    async def result(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
+                     state: MutableMapping[str, Any] | None = None) -> ProviderResult:
+        """The request's result, for a caller that wants no events (not streamed): `events` as a plain
+        coroutine, two async-generator layers fewer on the hot path. Fills `state` like `events`."""
+        state = state if state is not None else {}
+        plan = self._plan(route, req, keys, request_id, state)
+        self.pool.inflight += 1
+        try:
+            for attempt in plan:
+                if attempt.wait > 0:
+                    await asyncio.sleep(attempt.wait)
+                attempt.start(state)
+                try:
+                    result = await self.engine.result(attempt.provider, attempt.req, attempt.ctx)
+                except GatewayError as e:
+                    self._judge(attempt, e, keys, request_id, sent=False)
+                    continue
+                finally:
+                    attempt.end()
+                attempt.ok(state)
+                return result
+            raise AssertionError("unreachable: the plan ends by raising")  # pragma: no cover
+        finally:
+            self.pool.inflight -= 1
+
     async def events(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
                      state: MutableMapping[str, Any] | None = None) -> AsyncIterator[ProviderEvent]:
         """Every event of the request; the last is the ProviderResult. Fills `state` (the ASGI scope's
         state: route, provider, deployment, attempts, upstream_ms) for the access log and headers."""
-        self.check(route, req)
         state = state if state is not None else {}
+        plan = self._plan(route, req, keys, request_id, state)
+        sent = False  # a streamed event reached the caller: no fallback from here on
+        self.pool.inflight += 1
+        try:
+            for attempt in plan:
+                if attempt.wait > 0:
+                    await asyncio.sleep(attempt.wait)
+                attempt.start(state)
+                try:
+                    async for ev in self.engine.events(attempt.provider, attempt.req, attempt.ctx):
+                        if isinstance(ev, ProviderResult):
+                            attempt.ok(state)
+                        elif req.stream:
+                            sent = True
+                        yield ev
+                    return
+                except GatewayError as e:
+                    self._judge(attempt, e, keys, request_id, sent)
+                finally:
+                    attempt.end()
+        finally:
+            self.pool.inflight -= 1
+
+    def _plan(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
+              state: MutableMapping[str, Any]) -> Iterator[_Attempt]:
+        """The attempts to make, in order (a plain generator: cheap). The caller runs each one; a failed
+        one comes back here judged (`_judge`), which picks what follows: a re-send after back-off, the
+        next deployment or the next fallback route. Ends by raising when nothing is left."""
+        self.check(route, req)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s(route)
         rs = self.cfg.router
         attempts = 0
         last: GatewayError | None = None
-        sent = False  # a streamed event reached the caller: no fallback from here on
-        self.pool.inflight += 1
-        try:
-            for i, r in enumerate(self.chain(route)):
-                if i > 0:
-                    if not self.supports(r, req):
-                        continue
-                    prev = str(state.get("route", route.name))
-                    metrics.FALLBACKS.labels(prev, r.name).inc()
-                    log.warning("falling back", extra={"request_id": request_id, "from_route": prev,
-                                                       "to_route": r.name})
-                rreq = req if i == 0 else self.translate(req, route, r)
-                deps = list(self.pool.deployments(r))
-                budget = max(1 + int(r.options.get("retries", rs.retries)), len(deps))
-                tried: set[int] = set()
-                sends = 0
-                while sends < budget and deps:
-                    now = loop.time()
-                    dep, wait = pick(deps, now, tried)
-                    if dep is None:
-                        break  # every deployment of this route is cooling down
-                    if id(dep) in tried:  # a re-send to one that failed: back off first
-                        wait = max(wait, backoff_s(sends, rs.backoff_s, rs.backoff_max_s))
-                    if wait > rs.max_retry_after_s or now + wait >= deadline:
-                        break
-                    try:
-                        ctx = self._ctx(r, dep, keys, request_id, deadline)
-                    except AuthError as e:  # no key for this deployment: the others may have one
-                        last = last or e
-                        deps.remove(dep)
-                        continue
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    if sends:
-                        metrics.RETRIES.labels(r.name).inc()
-                    sends += 1
-                    attempts += 1
-                    tried.add(id(dep))
-                    state["route"], state["provider"], state["deployment"] = r.name, r.provider, dep.label
-                    state["attempts"] = attempts
-                    attempt = _Attempt(self, r, dep, ctx, attempts, now)
-                    try:  # (inlined rather than a nested generator: one async-generator layer less per request)
-                        async for ev in self.engine.events(dep.endpoint.provider, rreq, ctx):
-                            if isinstance(ev, ProviderResult):
-                                attempt.ok()
-                                state["upstream_ms"] = attempt.ms
-                            elif req.stream:
-                                sent = True
-                            yield ev
-                        return
-                    except GatewayError as e:
-                        e.message = redact(e.message, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
-                        verdict = Verdict.STOP if sent else classify(e, r.options)
-                        attempt.failed(e, verdict, request_id, ctx.api_key == dep.endpoint.settings.api_key)
-                        last = e
-                        if verdict is Verdict.STOP:
-                            raise
-                        if verdict is Verdict.NEXT_ROUTE:
-                            break
-                        if verdict is Verdict.NEXT:
-                            deps.remove(dep)
-                    finally:
-                        attempt.end()
-            if last is not None:
-                raise last
-            raise _all_cooling(route, self.pool.deployments(route), loop.time())
-        finally:
-            self.pool.inflight -= 1
-            if attempts:
-                state["attempts"] = attempts
+        for i, r in enumerate(self.chain(route)):
+            if i > 0:
+                if not self.supports(r, req):
+                    continue
+                prev = str(state.get("route", route.name))
+                metrics.FALLBACKS.labels(prev, r.name).inc()
+                log.warning("falling back", extra={"request_id": request_id, "from_route": prev, "to_route": r.name})
+            rreq = req if i == 0 else self.translate(req, route, r)
+            deps = list(self.pool.deployments(r))
+            budget = max(1 + int(r.options.get("retries", rs.retries)), len(deps))
+            tried: set[int] = set()
+            sends = 0
+            while sends < budget and deps:
+                now = loop.time()
+                dep, wait = pick(deps, now, tried)
+                if dep is None:
+                    break  # every deployment of this route is cooling down
+                if id(dep) in tried:  # a re-send to one that failed: back off first
+                    wait = max(wait, backoff_s(sends, rs.backoff_s, rs.backoff_max_s))
+                if wait > rs.max_retry_after_s or now + wait >= deadline:
+                    break
+                try:
+                    ctx = self._ctx(r, dep, keys, request_id, deadline)
+                except AuthError as e:  # no key for this deployment: the others may have one
+                    last = last or e
+                    deps.remove(dep)
+                    continue
+                sends += 1
+                attempts += 1
+                tried.add(id(dep))
+                attempt = _Attempt(self, r, rreq, dep, ctx, attempts, wait, retry=sends > 1)
+                yield attempt  # back here only when it failed
+                last = attempt.error
+                if attempt.verdict is Verdict.NEXT_ROUTE:
+                    break
+                if attempt.verdict is Verdict.NEXT:
+                    deps.remove(dep)
+        if last is not None:
+            raise last
+        raise _all_cooling(route, self.pool.deployments(route), loop.time())
+
+    def _judge(self, attempt: _Attempt, e: GatewayError, keys: KeySource, request_id: str, sent: bool) -> None:
+        """A failed attempt: scrub keys from its message, decide what follows, raise when nothing does."""
+        ctx = attempt.ctx
+        e.message = redact(e.message, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
+        verdict = Verdict.STOP if sent else classify(e, attempt.route.options)
+        attempt.failed(e, verdict, request_id, ctx.api_key == attempt.dep.endpoint.settings.api_key)
+        if verdict is Verdict.STOP:
+            raise e
 
 
 def _all_cooling(route: Route, deps: list[Deployment], now: float) -> GatewayError:
@@ -225,27 +257,47 @@ def _all_cooling(route: Route, deps: list[Deployment], now: float) -> GatewayErr
 class _Attempt:
     """One upstream attempt: in-flight count, breaker probe, metrics and the failure log line."""
 
-    def __init__(self, router: Router, route: Route, dep: Deployment, ctx: CallContext, n: int, now: float) -> None:
-        self.router, self.route, self.dep, self.ctx, self.n = router, route, dep, ctx, n
-        self.t0 = time.perf_counter()
+    __slots__ = ("ctx", "dep", "error", "ms", "n", "probe", "provider", "req", "retry", "route", "router", "t0",
+                 "verdict", "wait")
+
+    def __init__(self, router: Router, route: Route, req: ImageRequest, dep: Deployment, ctx: CallContext, n: int,
+                 wait: float, retry: bool) -> None:
+        self.router, self.route, self.req, self.dep, self.ctx, self.n = router, route, req, dep, ctx, n
+        self.provider = dep.endpoint.provider
+        self.wait = wait  # to sleep before sending (back-off or an upstream's Retry-After)
+        self.retry = retry  # a re-send within the route
+        self.error: GatewayError | None = None
+        self.verdict: Verdict | None = None
+        self.t0 = 0.0
         self.ms = 0.0
-        self.probe = dep.health.acquire(now)  # True when this is the half-open probe
+        self.probe = False
+
+    def start(self, state: MutableMapping[str, Any]) -> None:
+        """Right before sending: counts it, takes the half-open probe if that is due, fills `state`."""
+        dep = self.dep
+        if self.retry:
+            metrics.RETRIES.labels(self.route.name).inc()
+        state["route"], state["provider"], state["deployment"] = self.route.name, self.route.provider, dep.label
+        state["attempts"] = self.n
+        self.probe = dep.health.acquire(asyncio.get_running_loop().time())  # True when this is the probe
         dep.endpoint.inflight += 1
+        self.t0 = time.perf_counter()
 
     def end(self) -> None:
-        """Always called once: gives back the in-flight slot and an unanswered probe."""
+        """Always called once after `start`: gives back the in-flight slot and an unanswered probe."""
         self.dep.endpoint.inflight -= 1
         if self.probe and self.dep.health.probing:  # neither success() nor failure() settled it
             self.dep.health.release_probe()
 
-    def ok(self) -> None:
+    def ok(self, state: MutableMapping[str, Any]) -> None:
         elapsed = time.perf_counter() - self.t0
-        self.ms = round(elapsed * 1000, 1)
+        self.ms = state["upstream_ms"] = round(elapsed * 1000, 1)
         metrics.count_attempt(self.route.name, self.dep.label, "ok", elapsed)
         if self.dep.health.success():
             log.info("deployment back in service", extra={"route": self.route.name, "deployment": self.dep.label})
 
     def failed(self, err: GatewayError, verdict: Verdict, request_id: str, key_is_configured: bool) -> None:
+        self.error, self.verdict = err, verdict
         elapsed = time.perf_counter() - self.t0
         self.ms = round(elapsed * 1000, 1)
         rs = self.router.cfg.router
