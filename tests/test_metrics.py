@@ -30,6 +30,10 @@ def test_metrics_page_counts_requests_attempts_and_state(gateway: GatewayFactory
     assert metric(m, "gateway_upstream_attempts_total", route="gpt-image-1", deployment="openai",
                   outcome="retry") == 1
     assert metric(m, "gateway_upstream_latency_seconds_count", route="gpt-image-1", deployment="openai") == 2
+    assert metric(m, "gateway_upstream_latency_seconds_bucket", route="gpt-image-1", deployment="openai",
+                  le="+Inf") == 2
+    assert metric(m, "gateway_upstream_latency_seconds_bucket", route="gpt-image-1", deployment="openai",
+                  le="600.0") == 2  # both well under 600 s (a 0 here would mean mis-bucketed)
     assert metric(m, "gateway_retries_total", route="gpt-image-1") == 1
     for name in ("gateway_event_loop_lag_seconds", "gateway_jobs_in_flight", "gateway_queue_depth",
                  "gateway_deployment_state", "gateway_config_generation"):
