@@ -37,11 +37,15 @@ def _caller(request: Request) -> str:
     return hashlib.sha256(token.encode()).hexdigest()  # the key itself is never stored
 
 
-async def idempotent(request: Request, rt: Runtime, req: ImageRequest,
-                     produce: Callable[[], Awaitable[Response]]) -> Response:
+def idempotency_key(request: Request, req: ImageRequest) -> str | None:
+    """The request's Idempotency-Key when it is to be honoured (never for a stream)."""
     key = header(request, b"idempotency-key")
-    if not key or req.stream:
-        return await produce()
+    return key if key and not req.stream else None
+
+
+async def idempotent(request: Request, rt: Runtime, req: ImageRequest, key: str,
+                     produce: Callable[[], Awaitable[Response]]) -> Response:
+    """`produce()` at most once per caller, key and body (see above); `key` from `idempotency_key`."""
     if len(key) > 255:
         raise InvalidRequest("Idempotency-Key must be at most 255 characters.", param="Idempotency-Key")
     fp = fingerprint(request.url.path, req)

@@ -22,7 +22,7 @@ from . import jobs, sse
 from .auth import authenticate
 from .body import decode_json_object, is_multipart, read_body, read_form
 from .errors import JSONBytes
-from .idempotent import idempotent
+from .idempotent import idempotency_key, idempotent
 
 FIRST_EVENT_WAIT_S = 10.0  # longest a stream's headers wait for its first event
 # Body fields that are ours (not forwarded as provider extras).
@@ -141,7 +141,10 @@ async def handle(request: Request, op: Operation) -> Response:
     keys = authenticate(request, rt.cfg)
     req, route = await parse(request, rt, op)
     # An Idempotency-Key makes a retried request answer from the first one (api/idempotent.py).
-    return await idempotent(request, rt, req, lambda: respond(request, rt, route, req, keys))
+    key = idempotency_key(request, req)
+    if key is not None:
+        return await idempotent(request, rt, req, key, lambda: respond(request, rt, route, req, keys))
+    return await respond(request, rt, route, req, keys)
 
 
 async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest, keys: KeySource) -> Response:

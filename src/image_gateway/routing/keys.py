@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a microsecond per request
 class KeySource:
     provider_key: str | None = field(default=None, repr=False)  # X-Provider-Key header
     bearer: str | None = field(default=None, repr=False)  # only set when no gateway keys are configured
