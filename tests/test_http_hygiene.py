@@ -132,3 +132,13 @@ def test_one_json_access_log_line_per_request(gw: GatewayProcess) -> None:
     assert sorted(a["request_id"] for a in access) == ["log-test-0", "log-test-1", "log-test-2", "log-test-gen"]
     gen = next(a for a in access if a["request_id"] == "log-test-gen")
     assert gen["status"] == 200 and gen["route"] == "demo" and gen["provider"] == "demo" and gen["ms"] >= 0
+
+
+@pytest.mark.parametrize(("allow", "scheme"), [(None, "http"), ("127.0.0.1", "https")])
+def test_forwarded_headers_only_from_named_proxies(gateway: GatewayFactory, allow: str | None, scheme: str) -> None:
+    """X-Forwarded-Proto shapes hosted-image URLs only when FORWARDED_ALLOW_IPS names the proxy."""
+    gw = gateway({"FORWARDED_ALLOW_IPS": allow} if allow else {})
+    r = httpx.post(gw.base_url + "/images/generations", headers={"X-Forwarded-Proto": "https"},
+                   json={"model": "demo", "prompt": "x", "size": "16x16", "response_format": "url"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"][0]["url"].startswith(f"{scheme}://127.0.0.1:")

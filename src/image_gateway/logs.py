@@ -9,6 +9,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -86,6 +87,10 @@ class _LineHandler(logging.Handler):
             self.handleError(record)
 
 
+# What the routing layer records in the ASGI scope's state that the access line carries.
+STATE_FIELDS = ("route", "provider", "deployment", "attempts", "upstream_ms", "idempotency")
+
+
 class AccessLog:
     """The one-line-per-request JSON log, built on the event loop without the logging machinery.
 
@@ -107,9 +112,14 @@ class AccessLog:
             self._sec, self._stamp = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         return f"{self._stamp}.{int((now - sec) * 1000):03d}Z"
 
-    def write(self, fields: dict[str, Any]) -> None:
-        line = {"ts": self._ts(time.time()), "level": "info", "logger": "image_gateway.access", "msg": "request"}
-        line.update(fields)
+    def write(self, request_id: str, method: str, path: str, status: int, ms: float,
+              state: Mapping[str, Any]) -> None:
+        """One request's line: its own fields, then those of `state` named in STATE_FIELDS."""
+        line = {"ts": self._ts(time.time()), "level": "info", "logger": "image_gateway.access", "msg": "request",
+                "request_id": request_id, "method": method, "path": path, "status": status, "ms": ms}
+        for k in STATE_FIELDS:
+            if k in state:
+                line[k] = state[k]
         self.buf.append(_enc.encode(line))
         if not self.scheduled:
             self.scheduled = True

@@ -26,7 +26,6 @@ from .errors import error_body, error_response
 
 errlog = logging.getLogger("image_gateway.error")
 _RID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
-_STATE_FIELDS = ("route", "provider", "deployment", "attempts", "upstream_ms", "idempotency")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -112,9 +111,5 @@ class RequestContext:
             access = logs.access_log
             if self.access_log and access is not None:
                 path = scope["path"] if handler is not None else redact(scope["path"])  # hot paths are constants
-                fields = {"request_id": rid, "method": scope["method"], "path": path,
-                          "status": status, "ms": round((time.perf_counter() - start) * 1000, 2)}
-                for k in _STATE_FIELDS:
-                    if k in state:
-                        fields[k] = state[k]
-                access.write(fields)
+                access.write(rid, scope["method"], path, status, round((time.perf_counter() - start) * 1000, 2),
+                             state)

@@ -6,6 +6,7 @@ are relayed one by one as they arrive.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -55,6 +56,16 @@ def _native(ctx: CallContext) -> tuple[bool, bool]:
             bool(ctx.options.get("native_output_format", not model.startswith("dall-e"))))
 
 
+@functools.cache
+def _forwarded(operation: str, native_rf: bool, native_of: bool) -> tuple[str, ...]:
+    """The request fields sent upstream for this endpoint, less those the model does not take."""
+    names = {"generate": _GENERATE, "edit": _EDIT, "variation": _VARIATION}[operation]
+    skip = set() if native_rf else {"response_format"}
+    if not native_of:
+        skip.update(("output_format", "output_compression"))
+    return tuple(n for n in names if n not in skip)
+
+
 class OpenAIProvider(HttpProvider):
     name: ClassVar[str] = "openai"
     env_prefix: ClassVar[str] = "OPENAI"
@@ -63,19 +74,10 @@ class OpenAIProvider(HttpProvider):
     builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
 
     def _params(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
-        names = {"generate": _GENERATE, "edit": _EDIT, "variation": _VARIATION}[req.operation]
         params: dict[str, Any] = {"model": ctx.upstream_model}
         if req.operation != "variation":
             params["prompt"] = req.prompt
-        skip = set()
-        native_rf, native_of = _native(ctx)
-        if not native_rf:
-            skip.add("response_format")
-        if not native_of:
-            skip.update(("output_format", "output_compression"))
-        for n in names:
-            if n in skip:
-                continue
+        for n in _forwarded(req.operation, *_native(ctx)):
             v = getattr(req, n)
             if v is not None and not (n == "stream" and v is False):
                 params[n] = v
@@ -85,17 +87,17 @@ class OpenAIProvider(HttpProvider):
 
     async def _request(self, req: ImageRequest, ctx: CallContext) -> tuple[str, dict[str, Any]]:
         url = self.base_url + _PATHS[req.operation]
-        headers = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
+        auth = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
         params = self._params(req, ctx)
         if req.operation == "generate":
-            return url, {"data": msgspec.json.encode(params), "headers": {**headers, **_JSON}}
+            return url, {"data": msgspec.json.encode(params), "headers": {**auth, **_JSON}}
         if req.operation == "edit" and req.images and all(i.data is None for i in req.images) and (
                 req.mask is None or req.mask.data is None):
             params["images"] = [{"image_url": i.url} for i in req.images]
             if req.mask is not None:
                 params["mask"] = {"image_url": req.mask.url}
-            return url, {"data": msgspec.json.encode(params), "headers": {**headers, **_JSON}}
-        return url, {"data": await self._form(req, params), "headers": headers}
+            return url, {"data": msgspec.json.encode(params), "headers": {**auth, **_JSON}}
+        return url, {"data": await self._form(req, params), "headers": auth}
 
     async def complete(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         """A request that is not streamed: one call, one answer (the engine's fast path)."""

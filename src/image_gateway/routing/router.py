@@ -37,6 +37,7 @@ class Router:
         self.engine = engine
         self.retired: list[Pool] = []  # older pools still draining (for the in-flight gauge)
         self._chains: dict[str, list[Route]] = {}
+        self._options: dict[tuple[str, int], dict[str, Any]] = {}
 
     def resolve(self, model: str) -> Route:
         route = self.cfg.resolve(model)
@@ -69,7 +70,11 @@ class Router:
             raise AuthError(
                 f"No API key for provider '{route.provider}' (model '{route.name}'). Set {prefix}_API_KEY on the "
                 "gateway, or send your own key in the X-Provider-Key header.")
-        options: dict[str, Any] = {**settings.options, **route.options}
+        # The merged options are the same for every request on this route and deployment (and a
+        # Router lives as long as its config): merged once. Providers only read them.
+        options = self._options.get((route.name, id(dep)))
+        if options is None:
+            options = self._options[(route.name, id(dep))] = {**settings.options, **route.options}
         return CallContext(route.upstream_model, key, options, request_id, deadline)
 
     def context(self, route: Route, keys: KeySource, request_id: str) -> CallContext:
