@@ -76,6 +76,7 @@ class LoadPlan:
     settle_s: float = 1.0  # wait after start-up before reading idle RSS
     noisy_pct: float = 15.0  # other CPU % above which a point is measured again
     retries: int = 2
+    stagger_ms: float = 0.0  # spread each connection's first request over this long (bench/post.lua)
 
 
 def sanity_check(server_port: int, target: Target) -> str | None:
@@ -102,11 +103,13 @@ def measure_point(server: Server, target: Target, conc: int, plan: LoadPlan, ups
     """Warm up, then one measured wrk run at `conc` connections. Raises WrkError."""
     url = f"http://127.0.0.1:{server.port}{target.path}"
     if plan.warmup_s > 0:
-        run_wrk(url, conc, plan.warmup_s, key=target.key, headers=target.headers, body=BODY)
+        run_wrk(url, conc, plan.warmup_s, key=target.key, headers=target.headers, body=BODY,
+                stagger_ms=plan.stagger_ms)
     up0 = cpu_seconds(upstream.pid) if upstream else 0.0
     cpu0, busy0, own0, t0 = cpu_seconds(server.pid), machine_busy_seconds(), own_cpu_seconds(), time.time()
     with RssSampler(server.pid) as sampler:
-        res = run_wrk(url, conc, plan.duration_s, key=target.key, headers=target.headers, body=BODY)
+        res = run_wrk(url, conc, plan.duration_s, key=target.key, headers=target.headers, body=BODY,
+                      stagger_ms=plan.stagger_ms)
     cpu1, busy1, own1, t1 = cpu_seconds(server.pid), machine_busy_seconds(), own_cpu_seconds(), time.time()
     up1 = cpu_seconds(upstream.pid) if upstream else 0.0
     n = res.requests

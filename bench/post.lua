@@ -23,6 +23,21 @@ function init(args)
   end
 end
 
+-- BENCH_STAGGER_MS: spread each connection's first request over this many ms (BENCH_CONNS_PER_THREAD
+-- connections per thread), so the connections behave like independent clients instead of all
+-- firing at the same instant. The wait is before sending: it is not part of any latency.
+local stagger_ms = tonumber(os.getenv("BENCH_STAGGER_MS") or "0")
+local conns = tonumber(os.getenv("BENCH_CONNS_PER_THREAD") or "1")
+local firsts = 0
+
+function delay()
+  if stagger_ms <= 0 or firsts >= conns then
+    return 0
+  end
+  firsts = firsts + 1
+  return math.floor((firsts - 1) * stagger_ms / conns)
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   local out = string.format(

@@ -142,13 +142,23 @@ def main(argv: list[str] | None = None) -> int:
             run.notes.append(f"slow upstream did not start: {e}")
         else:
             try:
-                title = f"Slow upstream (fake answers after {args.slow_delay:g} s): requests in flight"
                 # wrk takes whole seconds: 5 or 10 upstream round trips, so each connection completes
                 # rounds-1 requests whether the target adds 1 ms or 100 ms (req/s ≈ c × (rounds-1)/window).
                 rounds = 5 if args.quick else 10
                 slow_plan = replace(plan, concurrencies=[max(args.concurrency)],
-                                    duration_s=max(1, round(rounds * args.slow_delay)))
+                                    duration_s=max(1, round(rounds * args.slow_delay)),
+                                    stagger_ms=args.slow_delay * 1000)
+                # Twice: connections that start spread over one upstream delay, as independent clients
+                # do (what holding requests in flight costs), then all at the same instant (wrk's
+                # default: the measured window then opens with one burst of `c` requests, and its
+                # tail is how long the target takes to work through that burst).
+                title = (f"Slow upstream (fake answers after {args.slow_delay:g} s): requests in flight, "
+                         f"connections starting spread over {args.slow_delay:g} s")
                 run.scenarios[title] = run_scenario(title, slow, targets, slow_plan, log_dir)
+                title = (f"Slow upstream (fake answers after {args.slow_delay:g} s): requests in flight, "
+                         "all connections starting at once")
+                run.scenarios[title] = run_scenario(title, slow, targets, replace(slow_plan, stagger_ms=0.0),
+                                                    log_dir)
             finally:
                 slow.stop()
 

@@ -73,8 +73,10 @@ def run_wrk(
     threads: int | None = None,
     timeout_s: float = 10.0,
     body: str | None = None,
+    stagger_ms: float = 0.0,
 ) -> WrkResult:
-    """One wrk run. `headers` are "Name: value" strings added to every request."""
+    """One wrk run. `headers` are "Name: value" strings added to every request. `stagger_ms` spreads
+    each connection's first request over that long instead of sending them all at the same instant."""
     wrk = ensure_wrk()
     n_threads = threads or max(1, min(connections, os.cpu_count() or 1))
     seconds = max(1, round(duration_s))  # wrk takes whole seconds only
@@ -85,6 +87,9 @@ def run_wrk(
     env = dict(os.environ)
     if body is not None:
         env["BENCH_BODY"] = body
+    if stagger_ms > 0:
+        env["BENCH_STAGGER_MS"] = str(round(stagger_ms))
+        env["BENCH_CONNS_PER_THREAD"] = str(max(1, connections // n_threads))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + timeout_s + 30,
                           check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
