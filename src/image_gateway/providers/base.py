@@ -123,9 +123,10 @@ class RouteSpec:
     description: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one is made per attempt, and a frozen __init__ costs ~3x)
 class CallContext:
-    """What one upstream call needs besides the request. The key lives only here, in memory."""
+    """What one upstream call needs besides the request. The key lives only here, in memory.
+    Treat as read-only."""
 
     upstream_model: str
     api_key: str | None = field(repr=False)
