@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import openai
 import pytest
@@ -85,3 +87,21 @@ def test_check_config_masks_keys_and_models_lists_routes(tmp_path) -> None:  # t
     models = subprocess.run([sys.executable, "-m", "image_gateway", "models"], env=env, cwd=tmp_path,
                             capture_output=True, text=True, check=True).stdout
     assert "gpt-image-1" in models and "demo" in models and CONFIGURED not in models
+
+
+def test_cookies_an_upstream_sets_are_not_sent_for_other_callers(gateway: GatewayFactory,
+                                                                 openai_upstream: FakeServer) -> None:
+    """One pooled session serves every caller: a cookie set on caller A's answer must not ride
+    along on caller B's request (the session keeps no cookie jar)."""
+    from tests.upstreams.base import Fault
+
+    # By name, not IP: cookie jars ignore cookies from IP-address hosts (localhost is 127.0.0.1 too).
+    gw = gateway({"OPENAI_BASE_URL": openai_upstream.url.replace("127.0.0.1", "localhost") + "/v1"})
+    body = {"created": 1, "data": [{"b64_json": base64.b64encode(fake_openai.make_image("a", 8, 8)).decode()}]}
+    openai_upstream.state.fail_next(Fault(status=200, body=body, headers={"Set-Cookie": "session=caller-a; Path=/"}))
+    for key in (OWN, HEADER):
+        client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+        client.images.generate(model="gpt-image-1", prompt="otter")
+    last = fake_openai.last_request(openai_upstream.state)
+    assert last.headers["authorization"] == f"Bearer {HEADER}" and "cookie" not in last.headers
+    gw.assert_secret_absent(OWN, HEADER)

@@ -40,7 +40,8 @@ class WebhookSender:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                                  cookie_jar=aiohttp.DummyCookieJar())  # (as providers/http.py)
         return self._session
 
     async def close(self) -> None:

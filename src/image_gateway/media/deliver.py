@@ -61,4 +61,5 @@ class Deliverer:
 
 
 def new_download_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+                                 cookie_jar=aiohttp.DummyCookieJar())  # shared by every caller: no cookies kept

@@ -41,8 +41,10 @@ def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300,
                                      enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)
+    # No cookie jar: upstream APIs authenticate with keys, and a jar filters cookies for every
+    # request and stores what any upstream sets (state shared between callers we do not want).
     return aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=_dumps,
-                                 auto_decompress=True, raise_for_status=False)
+                                 auto_decompress=True, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar())
 
 
 def _dumps(obj: Any) -> str:
