@@ -82,11 +82,11 @@ def build_app(cfg: Config) -> RequestContext:
     app.state.rt = rt
     app.state.reloader = reloader
     # The hot routes skip Starlette's router (see api/middleware.py); the rest goes through it.
-    # (`partial`s straight to images.handle: one coroutine layer less than the Starlette endpoints)
+    # (`partial`s straight to images.handle with the Runtime bound: a layer and a State lookup less)
     hot: dict[tuple[str, str], Handler] = {
-        ("POST", "/v1/images/generations"): functools.partial(images.handle, op="generate"),
-        ("POST", "/v1/images/edits"): functools.partial(images.handle, op="edit"),
-        ("POST", "/v1/images/variations"): functools.partial(images.handle, op="variation"),
+        ("POST", "/v1/images/generations"): functools.partial(images.handle, op="generate", rt=rt),
+        ("POST", "/v1/images/edits"): functools.partial(images.handle, op="edit", rt=rt),
+        ("POST", "/v1/images/variations"): functools.partial(images.handle, op="variation", rt=rt),
         ("POST", "/v1/chat/completions"): chat.completions}
     return RequestContext(app, access_log=cfg.access_log, hot=hot, wrap_hot=RateLimitMiddleware, starlette=app)
 

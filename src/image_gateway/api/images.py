@@ -136,8 +136,9 @@ async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result:
     return images_response(data, result.usage, meta)
 
 
-async def handle(request: Request, op: Operation) -> Response:
-    rt: Runtime = request.app.state.rt
+async def handle(request: Request, op: Operation, rt: Runtime | None = None) -> Response:
+    """`rt` is bound by the hot-route table (app.py); Starlette's endpoints look it up."""
+    rt = rt or request.app.state.rt
     keys = authenticate(request, rt.cfg)
     req, route = await parse(request, rt, op)
     # An Idempotency-Key makes a retried request answer from the first one (api/idempotent.py).

@@ -148,6 +148,8 @@ async def for_route(rt: Runtime, route: Route, req: ImageRequest, *, enhance_def
     """Run the pipeline for a route when enhancement (request `enhance` › route option `enhance` ›
     default) or ratio parsing (route option `parse_ratio` › default) is on; else None, prompt untouched."""
     options: Mapping[str, Any] = route.options
+    if not (options or enhance_default or parse_default or "enhance" in req.extra):
+        return None  # nothing asks for it (the common case, decided without the steps below)
     enhance_on = enhance_wanted(req.extra.pop("enhance", None), options, enhance_default)
     parse_on = flag(options.get("parse_ratio"))
     if not enhance_on and not (parse_on if parse_on is not None else parse_default):

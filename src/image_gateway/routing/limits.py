@@ -91,12 +91,15 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._rt: Any = None  # the app's Runtime, looked up once (Starlette's State costs ~0.7 µs a read)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        rt: Any = scope["app"].state.rt
+        rt = self._rt
+        if rt is None:
+            rt = self._rt = scope["app"].state.rt
         cfg = rt.cfg
         limits = cfg.limits
         if not limits.enabled:
