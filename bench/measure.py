@@ -199,3 +199,25 @@ def measure_direct(fake: Server, scenario: str, plan: LoadPlan) -> TargetResult:
         return result
     measure_running(fake, target, plan, result)
     return result
+
+
+def median_of_rounds(rounds: list[TargetResult], scenario: str) -> TargetResult:
+    """One target measured in several rounds → one result: per concurrency, the round whose CPU
+    ms/req is the median (whole points are kept, so a row's figures come from one measurement)."""
+    first = rounds[0]
+    if len(rounds) == 1 or first.skipped:
+        first.scenario = scenario
+        return first
+    out = TargetResult(first.target, scenario, version=first.version, skipped=first.skipped,
+                       notes=[n for r in rounds for n in r.notes])
+    starts = sorted(r.startup_s for r in rounds if r.startup_s is not None)
+    idles = sorted(r.idle_rss_mb for r in rounds if r.idle_rss_mb is not None)
+    out.startup_s = starts[len(starts) // 2] if starts else None
+    out.idle_rss_mb = idles[len(idles) // 2] if idles else None
+    for p in first.points:
+        same = sorted((q for r in rounds for q in r.points if q.concurrency == p.concurrency),
+                      key=lambda q: q.cpu_ms_per_req or 0.0)
+        out.points.append(same[len(same) // 2])
+        cpus = ", ".join(f"{q.cpu_ms_per_req or 0:.3f}" for q in same)
+        out.notes.append(f"c={p.concurrency}: median of {len(same)} rounds by CPU ms/req ({cpus})")
+    return out

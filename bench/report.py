@@ -168,9 +168,11 @@ def readme_block(run: Run, md_path: Path) -> str:
         rows.append(f"| {r.target} | {p.rps:,.0f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} | {_f(p.cpu_ms_per_req, 3)} "
                     f"| {_f(r.idle_rss_mb, 0)} |")
     rel = os.path.relpath(md_path, Path(__file__).resolve().parent.parent)
+    rounds = int(run.settings.get("rounds", 1))
     return "\n".join([
         f"Measured {run.date} on {run.machine['nproc']} CPUs ({run.machine['cpu']}); full results: [{rel}]({rel}); "
-        f"reproduce with `{run.command}`.",
+        f"reproduce with `{run.command}`."
+        + (f" Our rows: each target's median of {rounds} rounds (by CPU ms/req)." if rounds > 1 else ""),
         "",
         *rows,
     ])
