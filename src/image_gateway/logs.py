@@ -94,7 +94,7 @@ STATE_FIELDS = ("route", "provider", "deployment", "attempts", "upstream_ms", "i
 class AccessLog:
     """The one-line-per-request JSON log, built on the event loop without the logging machinery.
 
-    Lines are encoded with msgspec, batched for 50 ms and handed to the writer thread: a request
+    Lines are encoded with msgspec, batched for 250 ms and handed to the writer thread: a request
     pays one small encode and a list append. The lines hold only the gateway's own fields (no
     headers, no bodies), and the path is scrubbed of anything key-shaped.
     """

@@ -44,6 +44,13 @@ Renderer = Callable[[Job, ProviderResult], Awaitable[dict[str, Any]]]
 Resolver = Callable[[TaskRecord, "str | None"], tuple[Provider, CallContext]]
 
 
+def _current_job() -> Job | None:
+    """This request's job, unless it has ended (an attempt after that, e.g. a retry on timeout, gets
+    a job of its own)."""
+    job = CURRENT_JOB.get()
+    return None if job is not None and job.terminal else job
+
+
 class Engine:
     def __init__(self, poll_interval_s: float = 2.0, *, store: TaskStore | None = None,
                  webhooks: WebhookSender | None = None, secrets: Callable[[], list[str]] | None = None,
@@ -68,9 +75,7 @@ class Engine:
 
     async def events(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
         """Every event of the job; the last one is the ProviderResult (or, detached, the Pending)."""
-        job = CURRENT_JOB.get()
-        if job is not None and job.terminal:
-            job = None  # an attempt after the job ended (a retry on timeout): it gets a job of its own
+        job = _current_job()
         deadline = ctx.deadline or None
         complete = None if req.stream else getattr(provider, "complete", None)
         if complete is not None:
@@ -126,8 +131,7 @@ class Engine:
         """The job's result without its events (a caller that does not stream)."""
         complete = None if req.stream else getattr(provider, "complete", None)
         if complete is not None:
-            job = CURRENT_JOB.get()
-            return await self._complete(complete, req, ctx, None if job is not None and job.terminal else job)
+            return await self._complete(complete, req, ctx, _current_job())
         async for ev in self.events(provider, req, ctx):
             if isinstance(ev, ProviderResult):
                 return ev
