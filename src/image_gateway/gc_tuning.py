@@ -2,7 +2,7 @@
 
 Measured on the hot path (bench/, c=32): with Python's defaults the cyclic collector ran ~3,400
 young collections and 27 full ones per 40,000 requests, about 8 % of the process's CPU, and each
-full pass walked every object loaded at start-up (~50,000: Starlette, aiohttp, pydantic, ...)
+full pass walked every object loaded at start-up (~50,000: Starlette, aiohttp, uvicorn, ...)
 for up to 25 ms — the largest part of the p99 tail. Freezing what start-up built moves it out
 of the collector's sight for good, and a larger young-generation threshold lets reference
 counting free a request's short-lived objects before a collection would visit them.
