@@ -76,6 +76,13 @@ def solid(img: Image.Image) -> Color:
     return (c[0], c[1], c[2])
 
 
+def release(state: MJState) -> None:
+    """Let hung fake tasks (and those submitted from now on) run to success."""
+    state.hang = False
+    for t in state.tasks.values():
+        t.outcome = "S"
+
+
 def submitted_prompts(state: MJState) -> list[str]:
     return [r.json["prompt"] for r in state.requests if r.path.endswith("/submit/imagine") and r.json]
 

@@ -187,25 +187,28 @@ def test_restart_resumes_a_task_that_used_the_configured_key(gateway: GatewayFac
 
 
 def test_restart_asks_for_a_callers_own_key_again(gateway: GatewayFactory) -> None:
-    key = new_key()
+    key, gw_key = new_key(), "gw-" + new_key()
     with mj_server(step_s=0.4, secret=key) as (srv, state):
-        gw = start_gateway(gateway, srv, None)  # no configured key: callers bring theirs
-        mine = {"X-Provider-Key": key}
+        # No configured key: callers bring theirs. (With gateway keys, a task belongs to the gateway key,
+        # so its owner can look at it without the provider key; without them, the provider key is the owner.)
+        gw = start_gateway(gateway, srv, None, env={"GATEWAY_API_KEY": gw_key})
+        me = {"Authorization": f"Bearer {gw_key}"}
+        mine = {**me, "X-Provider-Key": key}
         task = submit_async(gw, {"model": "mj-v7", "prompt": "my own key"}, headers=mine)
-        wait_task(gw, task["id"], lambda t: t["status"] == "in_progress")
+        wait_task(gw, task["id"], lambda t: t["status"] == "in_progress", headers=me)
         assert [r[2] for r in task_rows(gw)] == ["request"]
         gw.kill()
         gw.start()
-        blocked = wait_task(gw, task["id"], lambda t: True)
+        blocked = wait_task(gw, task["id"], lambda t: True, headers=me)
         assert blocked["status"] == "in_progress" and blocked["requires_key"] is True
         assert blocked["error"]["code"] == "provider_key_required"
         polled = state.polled_ids
         time.sleep(0.3)
         assert state.polled_ids == polled  # nothing to poll with
         wait_task(gw, task["id"], lambda t: True, headers=mine)  # the key again: it resumes
-        t = wait_task(gw, task["id"], done)  # (and runs on without it being sent again)
+        t = wait_task(gw, task["id"], done, headers=me)  # (and runs on without it being sent again)
         assert t["status"] == "succeeded" and state.submits == 1
-        gw.assert_secret_absent(key)
+        gw.assert_secret_absent(key, gw_key)
 
 
 def test_polling_is_batched(gateway: GatewayFactory) -> None:

@@ -100,6 +100,8 @@ class Config:
     webhook_attempts: int = 5  # task webhooks: tries per delivery, with exponential back-off
     webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
+    # HMAC key for task owners' fingerprints (engine/owners.py); None = one generated into DATA_DIR.
+    task_owner_secret: str | None = field(default=None, repr=False)
     instance: str = ""  # a label for this process in /health (which of several answered)
     gc_gen0_threshold: int = 20_000  # see gc_tuning.py; 0 keeps Python's default (700)
     config_path: Path | None = None
@@ -117,7 +119,7 @@ class Config:
         out += [d.api_key for r in self.routes.values() for d in r.deployments if d.api_key]
         out += list(self.limits.per_key)
         out += list(self.gateway_keys)
-        out += [k for k in (self.admin_key, self.enhance.api_key, self.webhook_secret) if k]
+        out += [k for k in (self.admin_key, self.enhance.api_key, self.webhook_secret, self.task_owner_secret) if k]
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -321,6 +323,10 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     if env.get("GATEWAY_API_KEY"):
         gw_keys.add(env["GATEWAY_API_KEY"].strip())
 
+    owner_secret = env.get("TASK_OWNER_SECRET") or None
+    if owner_secret is not None and len(owner_secret) < 16:
+        raise ConfigError("TASK_OWNER_SECRET must be at least 16 characters (it keys the task owners' fingerprints)")
+
     enh = doc.get("enhance") or {}
     enhance = EnhanceSettings(
         api_key=env.get("ENHANCE_OPENAI_API_KEY") or None,
@@ -364,6 +370,7 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         webhook_attempts=int(_num(env, "WEBHOOK_ATTEMPTS", float(server.get("webhook_attempts", 5)))),
         webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
+        task_owner_secret=owner_secret,
         instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         gc_gen0_threshold=int(_num(env, "GC_GEN0_THRESHOLD", float(server.get("gc_gen0_threshold", 20_000)))),
         config_path=path,

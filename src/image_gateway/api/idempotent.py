@@ -4,6 +4,8 @@ The OpenAI SDK sends `Idempotency-Key` on its retries; so may any client. Same k
 within `router.idempotency_ttl_s` (24 h) → the same answer (`Idempotent-Replayed: true`), or
 the running request's answer when it is still running; same key + another body → 409.
 Streaming requests are not deduplicated (an SSE stream can't be replayed as it was).
+Answers are scoped to their caller (api/owner.py): another caller sending the same key runs its
+own request and never sees the first caller's answer (or task).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..routing.idempotency import Stored, key_id
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from .body import header
+from .owner import fingerprint as owner_of
 
 _KEEP = ("content-type", "x-gateway-model", "x-gateway-provider", "retry-after")
 
@@ -30,11 +33,6 @@ def fingerprint(path: str, req: ImageRequest) -> str:
     h = hashlib.sha256(path.encode())
     h.update(msgspec.json.encode(req))
     return h.hexdigest()
-
-
-def _caller(request: Request) -> str:
-    token = header(request, b"authorization") or header(request, b"x-provider-key") or ""
-    return hashlib.sha256(token.encode()).hexdigest()  # the key itself is never stored
 
 
 def idempotency_key(request: Request, req: ImageRequest) -> str | None:
@@ -59,8 +57,8 @@ async def idempotent(request: Request, rt: Runtime, req: ImageRequest, key: str,
         return Stored(fp, e.status, {"content-type": "application/json", **e.headers}, encode(e.body()))
 
     try:
-        stored, how = await rt.idempotency.run(key_id(_caller(request), key), fp, rt.cfg.router.idempotency_ttl_s,
-                                               run, render)
+        stored, how = await rt.idempotency.run(key_id(owner_of(request, rt), key), fp,
+                                               rt.cfg.router.idempotency_ttl_s, run, render)
     except GatewayError as e:
         metrics.IDEMPOTENCY.labels("conflict" if e.status == 409 else "error").inc()
         raise

@@ -5,10 +5,14 @@
     GET    /v1/images/tasks/{id}/events  SSE: image.task.progress ..., then image.task.<status>, [DONE]
     DELETE /v1/images/tasks/{id}         cancel (the upstream task too where the provider can)
 
+A task belongs to the caller that created it (api/owner.py: its gateway key, or on a gateway
+without keys its provider key); for anyone else it does not exist (404 `task_not_found`, as for
+an unknown id), except that the admin key may read (GET, events) any task.
+
 A task started with the caller's own provider key loses that key when the gateway restarts (keys
-are never stored): it then reports `requires_key: true`, and a GET that carries the key again
-(X-Provider-Key, or the bearer token when the gateway has no keys of its own) resumes it.
-Task ids are unguessable; any caller the gateway admits may read a task whose id it knows.
+are never stored): it then reports `requires_key: true`, and its owner's GET that carries the same
+key again (X-Provider-Key, or the bearer token when the gateway has no keys of its own) resumes it;
+another key does not.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..engine.jobs import Job, task_object
+from ..engine.owners import Owners
 from ..engine.store import TaskRecord
 from ..errors import AuthError, GatewayError, ModelNotFound
 from ..providers.base import CallContext, ImageRequest, Progress, Provider, ProviderResult
 from ..runtime import Runtime
 from ..schemas.responses import encode
-from . import images, sse
+from . import images, jobs, sse
 from .auth import authenticate
+from .owner import fingerprint, is_admin
 
 
 class TaskNotFound(GatewayError):
@@ -40,8 +46,10 @@ class TaskNotFound(GatewayError):
 
 def install(rt: Runtime) -> None:
     """Give the engine what it needs from the layers above it."""
+    rt.engine.configure(rt.cfg.data_dir, rt.cfg.task_owner_secret)  # (a restart applies a change of these)
     rt.engine.render = partial(render, rt)
     rt.engine.resolver = partial(resolve, rt)
+    rt.engine.submitter = partial(jobs.resubmit, rt)
 
 
 async def render(rt: Runtime, job: Job, result: ProviderResult) -> dict[str, Any]:
@@ -81,15 +89,19 @@ def _view(found: Job | TaskRecord) -> dict[str, Any]:
     return task_object(found)
 
 
-async def _find(request: Request) -> tuple[Runtime, Job | TaskRecord]:
+async def _find(request: Request, read: bool = True) -> tuple[Runtime, Job | TaskRecord]:
+    """The caller's task (or, for the admin key reading, anyone's); 404 for everything else."""
     rt: Runtime = request.app.state.rt
-    keys = authenticate(request, rt.cfg)
     task_id = request.path_params["task_id"]
+    admin = read and is_admin(request, rt.cfg)
+    keys = None if admin else authenticate(request, rt.cfg)
     found = await rt.engine.find(task_id)
-    if found is None:
+    if found is None or not (admin or Owners.same(found.owner, fingerprint(request, rt))):
         raise TaskNotFound(f"No task '{task_id}' (unknown, or expired).", param="task_id")
-    if isinstance(found, Job) and found.requires_key:
-        rt.engine.resume(found, keys.provider_key or keys.bearer)
+    if keys is not None and isinstance(found, Job) and found.requires_key:
+        key = keys.provider_key or keys.bearer
+        if key and Owners.same(found.key_fp, rt.engine.owners.of(key)):  # only the key it started with
+            rt.engine.resume(found, key, keys)
     return rt, found
 
 
@@ -99,7 +111,7 @@ async def get_task(request: Request) -> Response:
 
 
 async def cancel_task(request: Request) -> Response:
-    rt, found = await _find(request)
+    rt, found = await _find(request, read=False)
     status = found.status
     if status in ("succeeded", "failed"):
         raise GatewayError(f"The task already {status}; there is nothing to cancel.", status=409,

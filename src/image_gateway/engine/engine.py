@@ -7,7 +7,10 @@ finishes even if the request that started it goes away. A caller still waiting g
 stream of events either way, ending with the ProviderResult (rendered once, by the engine).
 
 A detached job (`Prefer: respond-async`) yields its Pending back to the caller instead of
-waiting: the iteration ends there and the poller completes the job.
+waiting: the iteration ends there and the poller completes the job. It is stored from its 202 on,
+with its request, and marked "submitting" (a durable write) right before its provider sends it
+upstream, so a restart can tell a job never sent (submitted then) from one that may have been
+(not sent twice: engine/recovery.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
@@ -29,11 +33,14 @@ from ..providers.base import (
     Provider,
     ProviderEvent,
     ProviderResult,
+    Submitting,
 )
 from . import recovery
 from .deadlines import Deadlines
+from .inputs import InputStore
 from .jobs import CURRENT_JOB, Job
 from .ledger import Ledger
+from .owners import SECRET_FILE, Owners
 from .poller import Poller, PollSettings
 from .store import MemoryTaskStore, TaskRecord, TaskStore
 from .webhooks import WebhookSender
@@ -42,6 +49,10 @@ log = logging.getLogger("image_gateway.engine")
 
 Renderer = Callable[[Job, ProviderResult], Awaitable[dict[str, Any]]]
 Resolver = Callable[[TaskRecord, "str | None"], tuple[Provider, CallContext]]
+# Starts the run phase of a stored task that was never sent upstream, with the caller's key source
+# (opaque here: the API layer's KeySource) or None for the configured keys.
+Submitter = Callable[[Job, Any], None]
+SUBMIT_GRACE_S = 5.0  # on shutdown, how long a submission under way may finish (else: outcome unknown)
 
 
 def _current_job() -> Job | None:
@@ -63,12 +74,20 @@ class Engine:
         # finds its provider and key again after a restart.
         self.render: Renderer | None = None
         self.resolver: Resolver | None = None
+        self.submitter: Submitter | None = None
+        self.owners = Owners()  # (configure() gives both a home under DATA_DIR)
+        self.inputs = InputStore()
         self.jobs: dict[str, Job] = {}  # live tasks
         self.deadlines = Deadlines()
         self._pollers: dict[int, Poller] = {}
         self._spawn = self.ledger.spawn
 
     # -- running a job ------------------------------------------------------------------------------
+
+    def configure(self, data_dir: Path, owner_secret: str | None) -> None:
+        """Where task owners' secret and queued tasks' input images live (before `start`)."""
+        self.owners = Owners(data_dir / SECRET_FILE, owner_secret)
+        self.inputs = InputStore(data_dir / "task_inputs")
 
     def new_job(self, model: str, route: str, delivery: dict[str, Any] | None = None) -> Job:
         return Job(model, route, delivery)
@@ -78,6 +97,9 @@ class Engine:
         job = _current_job()
         deadline = ctx.deadline or None
         complete = None if req.stream else getattr(provider, "complete", None)
+        if job is not None and job.submit is not None:  # a stored task not sent yet (never a plain request)
+            if complete is not None or not getattr(provider, "signals_submit", False):
+                await self.submitting(job)
         if complete is not None:
             yield await self._complete(complete, req, ctx, job)
             return
@@ -93,6 +115,10 @@ class Engine:
                 except TimeoutError:
                     raise UpstreamTimeout("The image job did not finish before its deadline.", retryable=False) \
                         from None
+                if isinstance(ev, Submitting):
+                    if job is not None and job.submit is not None:
+                        await self.submitting(job)
+                    continue
                 if isinstance(ev, Pending):
                     pending = ev
                     break
@@ -104,6 +130,12 @@ class Engine:
                 yield ev
                 if isinstance(ev, ProviderResult):
                     return
+        except GatewayError as e:
+            if job is not None and job.submit == "submitting" and e.retryable:
+                # Nothing can have been made (e.g. refused before acceptance): safe to send after a restart.
+                job.submit = "waiting"
+                self._spawn(self.ledger.save([job]))
+            raise
         finally:
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
@@ -157,19 +189,38 @@ class Engine:
 
     # -- tasks --------------------------------------------------------------------------------------
 
-    async def open_task(self, job: Job) -> None:
-        """A detached job: registered and stored before anything is sent upstream."""
+    async def open_task(self, job: Job, inputs: Sequence[bytes] = ()) -> None:
+        """A detached job: registered and stored (its input images first) before anything is sent
+        upstream. `job.request` and `job.submit = "waiting"` let a restart submit it."""
         job.persistent = True
+        if inputs:
+            await self.inputs.put(job.id, inputs)
         self.jobs[job.id] = job
         await self.ledger.save([job])
+
+    async def submitting(self, job: Job) -> None:
+        """Durably mark a stored task as being sent upstream, before it is (see the module docstring)."""
+        if job.submit == "waiting":
+            job.submit = "submitting"
+            await self.ledger.save([job])
 
     async def adopt(self, job: Job, provider: Provider, ctx: CallContext, handle: dict[str, Any]) -> None:
         """The upstream accepted the job: from now on the poller owns it."""
         job.attach(provider, ctx, handle)
+        if job.key_source == "request":  # only this key resumes it after a restart
+            job.key_fp = self.owners.of(ctx.api_key)
         job.persistent = True
         self.jobs[job.id] = job
         self._poll(job)
+        self._forget_request(job)
         await self.ledger.save([job])  # queued before any await: a caller that goes away loses nothing
+
+    def _forget_request(self, job: Job) -> None:
+        """The upstream has the job (or it ended): its stored request and input images are not needed."""
+        if job.request is not None:
+            if job.request.get("blobs"):
+                self._spawn(self.inputs.drop(job.id))
+            job.request = None
 
     def _poll(self, job: Job) -> None:
         assert job.provider is not None and job.ctx is not None
@@ -262,6 +313,7 @@ class Engine:
 
     async def _finished(self, job: Job) -> None:
         if job.persistent:
+            self._forget_request(job)
             await self.ledger.finished(job)
             self.jobs.pop(job.id, None)
 
@@ -297,10 +349,18 @@ class Engine:
             return job
         return await self.store.get(task_id)
 
-    def resume(self, job: Job, key: str | None) -> bool:
-        """A task that lost its caller's key in a restart gets it again (GET with the key)."""
-        if not job.requires_key or job.terminal or not key or job.handle is None:
+    def resume(self, job: Job, key: str | None, keys: Any = None) -> bool:
+        """A task that lost its caller's key in a restart gets it again (GET with the key; the API layer
+        checked it is the key the task started with). Never sent upstream: it is submitted now, with
+        `keys` (the caller's key source); else its polling resumes."""
+        if not job.requires_key or job.terminal or not key:
             return False
+        if job.handle is None:
+            if job.submit != "waiting" or self.submitter is None:
+                return False
+            job.requires_key = False
+            self.submitter(job, keys)
+            return True
         return recovery.reattach(self, job, key) == "polling"
 
     def watch(self, job: Job) -> None:
@@ -314,6 +374,7 @@ class Engine:
 
     async def start(self) -> None:
         """Open the store; resume every unfinished task; redeliver pending webhooks."""
+        self.owners.load()  # the owner secret exists from the first start on
         await self.store.open()
         await recovery.recover(self)
         await self.ledger.redeliver()
@@ -329,6 +390,12 @@ class Engine:
     async def close(self) -> None:
         for p in self._pollers.values():
             await p.stop()
+        # A submission under way gets a moment to get its handle: cut off, its outcome is unknown and a
+        # restart will not send it again. Jobs still waiting for a slot are stopped at once (resubmitted).
+        sending = [j.runner for j in self.jobs.values()
+                   if j.submit == "submitting" and j.runner is not None and not j.runner.done()]
+        if sending:
+            await asyncio.wait(sending, timeout=SUBMIT_GRACE_S)
         runners = [j.runner for j in self.jobs.values() if j.runner is not None and not j.runner.done()]
         for t in runners:
             t.cancel()

@@ -49,10 +49,10 @@ Listener = asyncio.Queue[Progress | _End]
 
 class Job:
     __slots__ = (
-        "_id", "_listeners", "_preview_key", "base_url_fn", "created", "ctx", "deadline_at", "delivery", "detached",
-        "endpoint", "error", "handle", "key_source", "model", "persistent", "progress", "provider",
-        "requires_key", "result", "resumed", "route", "runner", "status", "updated", "waiters", "webhook_status",
-        "webhook_url",
+        "_id", "_listeners", "_preview_key", "created", "ctx", "deadline_at", "delivery", "detached",
+        "endpoint", "error", "handle", "key_fp", "key_source", "model", "owner", "persistent", "progress", "provider",
+        "request", "requires_key", "result", "resumed", "route", "runner", "status", "submit", "task_fn", "updated",
+        "waiters", "webhook_status", "webhook_url",
     )
 
     def __init__(self, model: str, route: str, delivery: dict[str, Any] | None = None, job_id: str | None = None,
@@ -81,8 +81,14 @@ class Job:
         self.runner: asyncio.Task[None] | None = None  # the run phase of a detached job
         self.waiters = 0  # requests waiting on this job's result (not /events watchers)
         self.deadline_at: float | None = None  # unix seconds, kept while the job has no context
-        # Works out delivery["base_url"] only if the job becomes a task (it costs µs on the hot path).
-        self.base_url_fn: Callable[[], str] | None = None
+        # Ownership, key and submission state of a task (engine/store.py): set only once it is one.
+        self.owner: str | None = None
+        self.key_fp: str | None = None
+        self.request: dict[str, Any] | None = None
+        self.submit: str | None = None
+        # Fills in what only a task needs (delivery["base_url"], the owner's fingerprint) the first time
+        # the job is recorded: working them out costs µs, and most jobs never become tasks.
+        self.task_fn: Callable[[Job], None] | None = None
         self._listeners: list[Listener] = []
         self._preview_key: tuple[Any, ...] | None = None
 
@@ -104,6 +110,7 @@ class Job:
         configured = getattr(settings, "api_key", None)
         self.key_source = "configured" if ctx.api_key is None or ctx.api_key == configured else "request"
         self.requires_key = False
+        self.submit = None  # the upstream has it: nothing is sent again, whatever happens next
 
     @property
     def id(self) -> str:
@@ -188,8 +195,9 @@ class Job:
         return self.error
 
     def record(self) -> TaskRecord:
-        if self.base_url_fn is not None:
-            self.delivery["base_url"], self.base_url_fn = self.base_url_fn(), None
+        if self.task_fn is not None:
+            fn, self.task_fn = self.task_fn, None
+            fn(self)
         deadline_at = self.deadline_at
         if self.ctx is not None and self.ctx.deadline:
             deadline_at = time.time() + (self.ctx.deadline - asyncio.get_running_loop().time())
@@ -198,7 +206,8 @@ class Job:
             updated=self.updated, key_source=self.key_source, provider=getattr(self.provider, "name", None),
             endpoint=self.endpoint, progress=self.progress, handle=self.handle, delivery=self.delivery,
             result=self.result, error=self.error_object() if self.terminal else None, webhook_url=self.webhook_url,
-            webhook_status=self.webhook_status, deadline_at=deadline_at)
+            webhook_status=self.webhook_status, deadline_at=deadline_at, owner=self.owner, key_fp=self.key_fp,
+            request=self.request, submit=self.submit)
 
     @classmethod
     def from_record(cls, rec: TaskRecord) -> Job:
@@ -206,7 +215,8 @@ class Job:
         job.status, job.progress, job.updated, job.handle = rec.status, rec.progress, rec.updated, rec.handle
         job.result, job.error, job.endpoint, job.key_source = rec.result, rec.error, rec.endpoint, rec.key_source
         job.webhook_url, job.webhook_status, job.persistent = rec.webhook_url, rec.webhook_status, True
-        job.deadline_at = rec.deadline_at
+        job.deadline_at, job.owner, job.key_fp = rec.deadline_at, rec.owner, rec.key_fp
+        job.request, job.submit = rec.request, rec.submit
         return job
 
 

@@ -1,11 +1,17 @@
-"""After a restart: every unfinished task in the store is picked up again.
+"""After a restart: every unfinished task in the store is picked up again; none fails for the restart.
 
 * Its upstream had accepted it (a handle is stored) and it used the gateway's configured key:
   polling resumes at once, against its stored deadline.
-* It used the caller's own key (never stored): it waits, `requires_key`, until a GET brings the
-  key again (Engine.resume), or its deadline passes.
-* Its upstream had not accepted it yet (no handle): nothing was made; it fails as
-  `gateway_restarted` so the caller can submit it again.
+* It used the caller's own key (never stored): it waits, `requires_key`, until its owner's GET
+  brings that same key again (Engine.resume), or its deadline passes.
+* Accepted with a 202 but never sent upstream (`submit` "waiting", e.g. queued behind the
+  per-account limit): it is submitted now, once, in the order the tasks came in; one that needs
+  the caller's key waits for it as above and is submitted when it comes.
+* Its submission was under way (`submit` "submitting": the upstream may have accepted and billed
+  it, and no handle came back): it is *not* sent again (the double-billing rule: an unknown outcome
+  is never blindly resent) and fails as `submit_outcome_unknown`, saying so.
+* Anything else without a handle (a record from before tasks kept their request) fails as
+  `gateway_restarted`, as it did.
 """
 
 from __future__ import annotations
@@ -25,16 +31,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("image_gateway.engine")
 
 
+def _outcome_unknown() -> GatewayError:
+    return GatewayError(
+        "The gateway restarted while it was submitting this job upstream, before the upstream's answer "
+        "arrived. The upstream may have accepted (and billed) it, so it was not sent again; submit it again "
+        "if no images reached you.", status=503, type="server_error", code="submit_outcome_unknown")
+
+
+def _restarted() -> GatewayError:
+    return GatewayError("The gateway restarted before the upstream accepted this job; nothing was "
+                        "generated. Submit it again.", status=503, type="server_error",
+                        code="gateway_restarted", retryable=True)
+
+
 async def recover(engine: Engine) -> None:
     lost: list[Job] = []
+    queued: list[Job] = []
     resumed = waiting = 0
-    for rec in await engine.store.unfinished():
+    now = time.time()
+    for rec in sorted(await engine.store.unfinished(), key=lambda r: r.created):
         job = Job.from_record(rec)
         if rec.handle is None:
-            job.fail(GatewayError("The gateway restarted before the upstream accepted this job; nothing was "
-                                  "generated. Submit it again.", status=503, type="server_error",
-                                  code="gateway_restarted", retryable=True))
-            lost.append(job)
+            if rec.submit != "waiting" or rec.request is None or engine.submitter is None:
+                job.fail(_outcome_unknown() if rec.submit == "submitting" else _restarted())
+                lost.append(job)
+            elif job.deadline_at is not None and now > job.deadline_at:
+                job.fail(UpstreamTimeout("The task passed its deadline before the gateway could submit it."))
+                lost.append(job)
+            else:
+                engine.jobs[job.id] = job
+                if rec.key_source == "request":
+                    job.requires_key = True
+                    waiting += 1
+                else:
+                    queued.append(job)
             continue
         engine.jobs[job.id] = job
         how = reattach(engine, job, None) if rec.key_source == "configured" else "key"
@@ -43,9 +73,15 @@ async def recover(engine: Engine) -> None:
         elif how == "key":
             job.requires_key = True
             waiting += 1
-    await engine.ledger.save(lost)
-    if resumed or waiting or lost:
-        log.info("tasks recovered", extra={"resumed": resumed, "waiting_for_key": waiting, "lost": len(lost)})
+    for job in lost:
+        await engine.ledger.finished(job)  # stored, and its webhook told
+    await engine.inputs.sweep({j.id for j in engine.jobs.values() if j.request is not None})
+    for job in queued:
+        assert engine.submitter is not None
+        engine.submitter(job, None)
+    if resumed or waiting or lost or queued:
+        log.info("tasks recovered", extra={"resumed": resumed, "submitted": len(queued), "waiting_for_key": waiting,
+                                           "lost": len(lost)})
 
 
 def reattach(engine: Engine, job: Job, key: str | None) -> str:

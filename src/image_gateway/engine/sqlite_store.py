@@ -18,8 +18,11 @@ import msgspec
 from .store import TERMINAL, TaskRecord
 
 _COLUMNS = ("id", "model", "route", "status", "created", "updated", "key_source", "provider", "endpoint",
-            "progress", "handle", "delivery", "result", "error", "webhook_url", "webhook_status", "deadline_at")
-_JSON = frozenset({"handle", "delivery", "result", "error"})
+            "progress", "handle", "delivery", "result", "error", "webhook_url", "webhook_status", "deadline_at",
+            "owner", "key_fp", "request", "submit")
+_JSON = frozenset({"handle", "delivery", "result", "error", "request"})
+# Columns added after the first release: a database from before gets them on open.
+_ADDED = {"owner": "TEXT", "key_fp": "TEXT", "request": "TEXT", "submit": "TEXT"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY,
@@ -38,7 +41,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT,
     webhook_url TEXT,
     webhook_status TEXT,
-    deadline_at REAL
+    deadline_at REAL,
+    owner TEXT,
+    key_fp TEXT,
+    request TEXT,
+    submit TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
 CREATE INDEX IF NOT EXISTS tasks_updated ON tasks (updated);
@@ -79,6 +86,10 @@ class SqliteTaskStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
         self._conn = conn
 
     def _call(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:

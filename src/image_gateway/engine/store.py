@@ -3,6 +3,14 @@
 A record holds what is needed to show a task and to resume polling it, and never a key:
 `key_source` says where the key came from ("configured": the gateway's own, found again after a
 restart; "request": the caller's, held only in process memory and asked for again after a restart).
+`owner` and `key_fp` are keyed fingerprints (engine/owners.py) of who created the task and of the
+caller's key it runs with, so only they can read it and only that key resumes it.
+
+An async task is stored from its 202 on. Until the upstream accepts it, `request` holds the
+validated request (no key; input images are kept beside it, engine/inputs.py) and `submit` says
+how far it got: "waiting" (in the gateway's queue, nothing sent: safe to submit after a restart)
+or "submitting" (the upstream call was under way: it may have been accepted and billed, so a
+restart does not send it again). Once a `handle` is stored both are cleared.
 SQLite (engine/sqlite_store.py) is the embedded default; a Redis store implements the same Protocol.
 """
 
@@ -37,6 +45,10 @@ class TaskRecord:
     webhook_url: str | None = None
     webhook_status: str | None = None
     deadline_at: float | None = None  # unix seconds
+    owner: str | None = None  # fingerprint of the creator's credential (None: only the admin key reads it)
+    key_fp: str | None = None  # fingerprint of the caller's provider key, when key_source is "request"
+    request: dict[str, Any] | None = None  # the validated request, until the upstream accepted it
+    submit: str | None = None  # None, "waiting" or "submitting" (see above)
 
 
 class TaskStore(Protocol):

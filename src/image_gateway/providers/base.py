@@ -97,7 +97,16 @@ class Pending:
     handle: dict[str, Any]
 
 
-ProviderEvent = Progress | StreamEvent | ProviderResult | Pending
+@dataclass(slots=True)
+class Submitting:
+    """Yielded by an adapter whose class sets `signals_submit = True`, right before it sends the job
+    upstream (after any wait of its own, e.g. for an account slot). The engine consumes it: an async
+    task is recorded as "being submitted" first, so a restart before this point submits it then and
+    a restart after it does not send it twice. Adapters without the flag are treated as sending at
+    once when `run()` starts."""
+
+
+ProviderEvent = Progress | StreamEvent | ProviderResult | Pending | Submitting
 # What `poll` returns per handle (see Provider.poll): an event, or the error that ended that handle.
 PollOutcome = Progress | Pending | ProviderResult | StreamEvent | GatewayError
 

@@ -39,6 +39,7 @@ from .base import (
     ProviderEvent,
     ProviderResult,
     RouteSpec,
+    Submitting,
 )
 from .http import HttpProvider, connection_error
 from .limits import AccountLimiter
@@ -55,6 +56,7 @@ class MidjourneyProvider(HttpProvider):
     capabilities: ClassVar[Capabilities] = Capabilities(edits=True, max_n=10)
     takes_aspect_ratio: ClassVar[bool] = True
     poll_interval_s: ClassVar[float] = 3.0
+    signals_submit: ClassVar[bool] = True  # jobs wait for an account slot first (base.Submitting)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = (
         RouteSpec("mj-v7", "--v 7", description="Midjourney v7 via a midjourney-proxy"),
         RouteSpec("mj-v6", "--v 6.1", description="Midjourney v6.1 via a midjourney-proxy"),
@@ -136,6 +138,7 @@ class MidjourneyProvider(HttpProvider):
         yield Progress(0, status="queued")
         slots = await limiter.acquire(grids)
         try:
+            yield Submitting()  # (inside the try: a consumer that stops here gives the slots back)
             answers = await asyncio.gather(*(self._submit(ctx, "/submit/imagine", body) for _ in range(grids)),
                                            return_exceptions=True)
             ids = [a for a in answers if isinstance(a, str)]

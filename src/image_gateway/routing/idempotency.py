@@ -4,7 +4,8 @@ A running request is found in memory (a later request with its key waits for it,
 the same); a finished answer is kept in SQLite under DATA_DIR (`idempotency.sqlite3`) so a retry
 after a restart, or on another worker process sharing the directory, is answered from there.
 Only requests that carry the header pay for any of this; nothing of a key is stored (rows are
-named by a hash of the caller's key and the Idempotency-Key).
+named by a hash of the caller's owner fingerprint, a keyed HMAC of its key, and the
+Idempotency-Key), and one caller's rows are never another's.
 
 Not covered: two worker processes receiving the same key while the first is still running
 each run it (the running map is per process).
