@@ -8,7 +8,9 @@ import stat
 from typing import Any
 
 import httpx
+import pytest
 
+from image_gateway.config import ConfigError, load_config
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
 from tests.mj_util import done, imagine_ids, mj_server, new_key, release, start_gateway, submit_async, wait_task
@@ -172,3 +174,13 @@ def test_idempotent_answers_belong_to_the_caller(gateway: GatewayFactory, fakes:
     assert_not_found(gw, tx.json()["id"], {**relay, "X-Provider-Key": y})
     assert httpx.get(task_url(gw, tx.json()["id"]), headers={**relay, "X-Provider-Key": x}).status_code == 200
     gw.assert_secret_absent(x, y)
+
+
+def test_task_owner_secret_setting() -> None:
+    secret = "owner-secret-0123456789abcdef"
+    cfg = load_config({"TASK_OWNER_SECRET": secret}, None, None)
+    assert cfg.task_owner_secret == secret and secret in cfg.secrets()  # scrubbed from every log line
+    assert secret not in repr(cfg)
+    assert load_config({}, None, None).task_owner_secret is None
+    with pytest.raises(ConfigError, match="TASK_OWNER_SECRET"):
+        load_config({"TASK_OWNER_SECRET": "short"}, None, None)

@@ -350,18 +350,8 @@ class Engine:
         return await self.store.get(task_id)
 
     def resume(self, job: Job, key: str | None, keys: Any = None) -> bool:
-        """A task that lost its caller's key in a restart gets it again (GET with the key; the API layer
-        checked it is the key the task started with). Never sent upstream: it is submitted now, with
-        `keys` (the caller's key source); else its polling resumes."""
-        if not job.requires_key or job.terminal or not key:
-            return False
-        if job.handle is None:
-            if job.submit != "waiting" or self.submitter is None:
-                return False
-            job.requires_key = False
-            self.submitter(job, keys)
-            return True
-        return recovery.reattach(self, job, key) == "polling"
+        """A task that lost its caller's key in a restart gets it again (engine/recovery.py)."""
+        return recovery.resume(self, job, key, keys)
 
     def watch(self, job: Job) -> None:
         """Poll an attached job (its provider, context and handle are set)."""
@@ -390,8 +380,8 @@ class Engine:
     async def close(self) -> None:
         for p in self._pollers.values():
             await p.stop()
-        # A submission under way gets a moment to get its handle: cut off, its outcome is unknown and a
-        # restart will not send it again. Jobs still waiting for a slot are stopped at once (resubmitted).
+        # A submission under way gets a moment to get its handle (cut off, its outcome is unknown and a
+        # restart will not resend it); jobs still waiting for a slot stop at once (a restart sends them).
         sending = [j.runner for j in self.jobs.values()
                    if j.submit == "submitting" and j.runner is not None and not j.runner.done()]
         if sending:

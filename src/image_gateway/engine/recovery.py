@@ -84,6 +84,21 @@ async def recover(engine: Engine) -> None:
                                            "lost": len(lost)})
 
 
+def resume(engine: Engine, job: Job, key: str | None, keys: object) -> bool:
+    """A task waiting for its caller's key gets it (the API layer checked it is the task's owner and the
+    key the task started with). Never sent upstream: it is submitted now, with `keys` (the caller's key
+    source); else its polling resumes."""
+    if not job.requires_key or job.terminal or not key:
+        return False
+    if job.handle is None:
+        if job.submit != "waiting" or engine.submitter is None:
+            return False
+        job.requires_key = False
+        engine.submitter(job, keys)
+        return True
+    return reattach(engine, job, key) == "polling"
+
+
 def reattach(engine: Engine, job: Job, key: str | None) -> str:
     """Poll a stored task again: "polling", "key" (its key is needed first) or "failed"."""
     if engine.resolver is None or job.handle is None:
