@@ -26,7 +26,7 @@ class Health:
         self.not_before = 0.0  # an upstream Retry-After: no traffic before this loop time
         self.probing = False  # a half-open probe is in flight
         self.pause_s = 0.0  # the last back-off taken for a capacity answer that named no Retry-After
-        self.busy: GatewayError | None = None  # that capacity answer, told to callers while the pause lasts
+        self.busy: GatewayError | None = None  # the last capacity answer, told to callers while its pause lasts
 
     def available(self, now: float) -> bool:
         """Whether a request may be sent now (without claiming the half-open probe)."""
