@@ -77,8 +77,10 @@ def test_pick_prefers_healthy_untried_least_busy(tmp_path: Path) -> None:
     assert pick([a, b], 1.0, set()) == (a, 0.0)  # cooling: skipped
     a.health.failure(0.0, 0, 60, retry_after_s=5)
     assert pick([a, b], 1.0, set()) == (a, 4.0)  # only paused by Retry-After: wait for it
-    a.health.state = OPEN
-    assert pick([a, b], 1.0, set()) == (None, 0.0)
+    a.health.state, a.health.opened_until = OPEN, 60.0
+    assert pick([a, b], 1.0, set()) == (None, 0.0)  # its breaker stays open past the pause: not waited for
+    a.health.opened_until = 3.0
+    assert pick([a, b], 1.0, set()) == (a, 4.0)  # half-open by the time the pause ends: wait for it
 
 
 def test_reload_pool_reuses_unchanged_endpoints_and_health(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 
@@ -25,6 +26,7 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
         retryable: bool = False,
+        capacity: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -38,6 +40,16 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         # Whether another attempt (retry or fallback) could succeed without double-billing.
         self.retryable = retryable
+        # A capacity answer says "not now", never "broken" (a 429 other than out-of-credit, a full
+        # queue): the router pauses that deployment instead of counting it toward its breaker.
+        self.capacity = (self.status == 429 and self.code != "insufficient_quota") if capacity is None else capacity
+
+    def again_after(self, seconds: float) -> GatewayError:
+        """A fresh copy of this answer (never raised: no traceback) whose Retry-After is what is left of a
+        pause, in whole seconds rounded up."""
+        return GatewayError(self.message, status=self.status, type=self.type, code=self.code, param=self.param,
+                            headers={"Retry-After": str(math.ceil(max(seconds, 0.0)))},
+                            retryable=self.retryable, capacity=self.capacity)
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

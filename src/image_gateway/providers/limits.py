@@ -1,8 +1,11 @@
 """Per-account concurrency for upstreams that run a few jobs at a time (a Midjourney account: 3).
 
 `limit` slots in use at once, up to `queue_size` callers waiting in FIFO order for one, and past
-that an immediate 429 with Retry-After. Slots are held by upstream tasks, not by requests, so an
-adapter releases them when its task ends (poll result, cancel, deadline).
+that an immediate 429 `queue_full`: a capacity answer ("not now"), so the router pauses this
+account's deployment briefly and uses the others, never counting it toward the breaker. Its
+Retry-After is `retry_after_s` when configured; otherwise the router says how long it pauses.
+Slots are held by upstream tasks, not by requests, so an adapter releases them when its task ends
+(poll result, cancel, deadline).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class QueueFull(GatewayError):
 
 
 class AccountLimiter:
-    def __init__(self, limit: int = 3, queue_size: int = 10, retry_after_s: float = 10.0) -> None:
+    def __init__(self, limit: int = 3, queue_size: int = 10, retry_after_s: float | None = None) -> None:
         self.limit = max(1, limit)
         self.queue_size = max(0, queue_size)
         self.retry_after_s = retry_after_s
@@ -39,10 +42,11 @@ class AccountLimiter:
             self.in_use += n
             return n
         if len(self._waiters) >= self.queue_size:
+            after = self.retry_after_s
             raise QueueFull(
                 f"This Midjourney account is running {self.in_use} jobs and {len(self._waiters)} more are "
-                "waiting; try again later.", retryable=True,
-                headers={"Retry-After": str(math.ceil(self.retry_after_s))})
+                "waiting; try again later.", retryable=True, capacity=True,
+                headers={"Retry-After": str(math.ceil(after))} if after is not None else None)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (n, fut)
         self._waiters.append(entry)

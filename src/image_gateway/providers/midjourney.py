@@ -8,7 +8,8 @@ with the route option `upscale: true` the grid is followed by U1..Un upscales in
 
 Provider options: `auth_header` (default mj-api-secret; some forks take `Authorization`),
 `auth_scheme` (e.g. `Bearer`), `path_prefix` (default `/mj`, or e.g. `/mj-fast/mj`),
-`concurrency` (3) and `queue_size` (10) per account, `retry_after_s` (10), `poll_interval_s` (3),
+`concurrency` (3) and `queue_size` (10) per account, `retry_after_s` (the Retry-After of code 23 and of
+a full account queue; unset by default: the router's short capacity back-off), `poll_interval_s` (3),
 `missing_polls` (20: polls a task may be absent from the answer before it counts as lost).
 """
 
@@ -102,7 +103,7 @@ class MidjourneyProvider(HttpProvider):
 
     async def _submit(self, ctx: CallContext, path: str, body: dict[str, Any]) -> str:
         status, data, raw = await self._post(ctx, path, body)
-        return wire.submit_task_id(status, data, raw, [ctx.api_key], float(ctx.options.get("retry_after_s", 10)))
+        return wire.submit_task_id(status, data, raw, [ctx.api_key], _seconds(ctx.options.get("retry_after_s")))
 
     def _limiter(self, ctx: CallContext) -> AccountLimiter:
         account = (self.base_url, ctx.api_key)
@@ -110,7 +111,7 @@ class MidjourneyProvider(HttpProvider):
         if lim is None:
             o = ctx.options
             lim = self._limiters[account] = AccountLimiter(int(o.get("concurrency", 3)), int(o.get("queue_size", 10)),
-                                                           float(o.get("retry_after_s", 10)))
+                                                           _seconds(o.get("retry_after_s")))
         return lim
 
     def _release(self, handle: dict[str, Any]) -> None:
@@ -305,3 +306,8 @@ class MidjourneyProvider(HttpProvider):
                 pass
 
         await asyncio.gather(*(one(t) for t in ids))
+
+
+def _seconds(v: Any) -> float | None:
+    """An optional seconds option (None when unset)."""
+    return None if v is None else float(v)

@@ -76,8 +76,13 @@ def task_id_of(result: Any) -> str | None:
     return result if isinstance(result, str) and result else None
 
 
-def submit_task_id(status: int, data: Any, raw: bytes, secrets: list[str | None], retry_after_s: float) -> str:
-    """The accepted task's id from a submit answer, or the GatewayError that answer means."""
+def submit_task_id(status: int, data: Any, raw: bytes, secrets: list[str | None],
+                   retry_after_s: float | None = None) -> str:
+    """The accepted task's id from a submit answer, or the GatewayError that answer means.
+
+    Code 23 (queue full) is a capacity answer. midjourney-proxy names no Retry-After, so none is
+    invented unless the `retry_after_s` option sets one: the router then pauses the deployment for a
+    short back-off and says how long in its own Retry-After."""
     if status in (401, 403):
         return _raise(GatewayError(f"The Midjourney proxy rejected the key (HTTP {status}).", status=status,
                                    type="invalid_request_error", code="invalid_api_key"))
@@ -94,9 +99,10 @@ def submit_task_id(status: int, data: Any, raw: bytes, secrets: list[str | None]
     if code in (1, 21, 22) and tid:
         return tid  # 22 = queued upstream; 21 = the task already exists (poll that one)
     if code == 23:
+        headers = {"Retry-After": str(math.ceil(retry_after_s))} if retry_after_s is not None else None
         return _raise(GatewayError(f"The Midjourney queue is full; try again later (code 23: {desc}).", status=429,
-                                   type="rate_limit_exceeded", code="upstream_queue_full",
-                                   headers={"Retry-After": str(math.ceil(retry_after_s))}, retryable=True))
+                                   type="rate_limit_exceeded", code="upstream_queue_full", headers=headers,
+                                   retryable=True, capacity=True))
     if code == 24:
         word = str(props.get("bannedWord") or "").strip()
         named = f" the banned word '{word}'" if word else " a banned word"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..config import Config, ProviderSettings, Route
 from ..providers.base import Provider
 from ..providers.registry import PROVIDER_CLASSES
-from .health import CLOSED, Health
+from .health import OPEN, Health
 
 log = logging.getLogger("image_gateway.routing")
 
@@ -118,7 +118,9 @@ def pick(deps: list[Deployment], now: float, tried: set[int]) -> tuple[Deploymen
     """The deployment to try next and how long to wait for it (an upstream's Retry-After).
 
     Healthy and untried first, then the least busy; ties are broken at random so equal
-    deployments share the load. Open breakers are skipped (no waiting for a cooldown).
+    deployments share the load. Open breakers are skipped (no waiting for a cooldown); a paused
+    one (a capacity answer's Retry-After) may be waited for, if its breaker would let a request
+    through when the pause ends.
     """
     best: Deployment | None = None
     best_key: tuple[bool, int, float] | None = None
@@ -129,7 +131,7 @@ def pick(deps: list[Deployment], now: float, tried: set[int]) -> tuple[Deploymen
             key = (id(d) in tried, d.endpoint.inflight, random.random() if len(deps) > 1 else 0.0)
             if best_key is None or key < best_key:
                 best, best_key = d, key
-        elif h.state == CLOSED and h.not_before > now:
+        elif h.not_before > now and not h.probing and (h.state != OPEN or h.opened_until <= h.not_before):
             if waitable is None or h.not_before < waitable.health.not_before:
                 waitable = d
     if best is not None:

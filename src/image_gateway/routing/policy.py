@@ -6,6 +6,10 @@ acceptance, 5xx answered at once, an upstream task that says FAILED (providers m
 accepted the request, a sync route moves on only with `retry_on_timeout: true`. Client errors
 (bad parameter, content policy) end the request unless the route lists them in
 `fallback_on_client_error` (true, or a list of error codes / statuses).
+
+A capacity answer (`GatewayError.capacity`: a 429 other than out-of-credit, a full queue) says
+"not now", not "broken": it is retried elsewhere or later but never counts toward the breaker,
+which counts health failures only (refused connections, 5xx, timeouts, malformed answers).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def maybe_billed(err: GatewayError) -> bool:
 def classify(err: GatewayError, options: Mapping[str, Any]) -> Verdict:
     if err.code == "insufficient_quota" or err.status in (401, 403):
         return Verdict.NEXT
-    if err.retryable:
+    if err.retryable or err.capacity:
         return Verdict.RETRY
     if maybe_billed(err):
         return Verdict.RETRY if flag(options, "retry_on_timeout") else Verdict.STOP
@@ -54,7 +58,9 @@ def classify(err: GatewayError, options: Mapping[str, Any]) -> Verdict:
 
 
 def is_deployment_fault(err: GatewayError, verdict: Verdict, key_is_configured: bool) -> bool:
-    """Whether the failure counts toward the deployment's cooldown."""
+    """Whether the failure counts toward the deployment's cooldown (a health failure)."""
+    if err.capacity:
+        return False  # "not now": the deployment is paused instead (Health.pause)
     if verdict is Verdict.NEXT:
         return key_is_configured  # a caller's own bad key says nothing about the deployment
     return verdict is Verdict.RETRY or maybe_billed(err)

@@ -189,30 +189,53 @@ class Router:
               state: MutableMapping[str, Any]) -> Iterator[_Attempt]:
         """The attempts to make, in order (a plain generator: cheap). The caller runs each one; a failed
         one comes back here judged (`_judge`), which picks what follows: a re-send after back-off, the
-        next deployment or the next fallback route. Ends by raising when nothing is left."""
+        next deployment or the next fallback route. Ends by raising when nothing is left.
+
+        A route whose deployments are all paused by a capacity answer is put aside while fallback
+        routes follow it, and waited for (up to `max_retry_after_s`) only once they have failed too."""
         self.check(route, req)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadline_s(route)
         rs = self.cfg.router
+        chain = self.chain(route)
         attempts = 0
         last: GatewayError | None = None
-        for i, r in enumerate(self.chain(route)):
-            if i > 0:
-                if not self.supports(r, req):
-                    continue
-                prev = str(state.get("route", route.name))
-                metrics.FALLBACKS.labels(prev, r.name).inc()
-                log.warning("falling back", extra={"request_id": request_id, "from_route": prev, "to_route": r.name})
-            rreq = req if i == 0 else self.translate(req, route, r)
-            deps = list(self.pool.deployments(r))
-            budget = max(1 + int(r.options.get("retries", rs.retries)), len(deps))
-            tried: set[int] = set()
-            sends = 0
+        held: dict[int, float] | None = None  # deployment → end of a pause told to a caller's own key
+        busy: _Attempt | None = None  # the latest such attempt
+        deferred: list[tuple[Route, ImageRequest, list[Deployment], set[int], int, int]] | None = None
+        i, n = 0, len(chain)
+        while True:
+            if i < n:
+                r = chain[i]
+                i += 1
+                if i > 1:
+                    if not self.supports(r, req):
+                        continue
+                    prev = str(state.get("route", route.name))
+                    metrics.FALLBACKS.labels(prev, r.name).inc()
+                    log.warning("falling back", extra={"request_id": request_id, "from_route": prev,
+                                                       "to_route": r.name})
+                rreq = req if i == 1 else self.translate(req, route, r)
+                deps = list(self.pool.deployments(r))
+                budget = max(1 + int(r.options.get("retries", rs.retries)), len(deps))
+                tried: set[int] = set()
+                sends = 0
+            elif deferred:  # every fallback failed: back to a paused route, to wait for it
+                r, rreq, deps, tried, sends, budget = deferred.pop(0)
+            else:
+                break
             while sends < budget and deps:
                 now = loop.time()
                 dep, wait = pick(deps, now, tried)
                 if dep is None:
                     break  # every deployment of this route is cooling down
+                if held is not None and id(dep) in held:
+                    wait = max(wait, held[id(dep)] - now)
+                if wait > 0 and i < n:  # paused ("not now"): the fallbacks first
+                    if deferred is None:
+                        deferred = []
+                    deferred.append((r, rreq, deps, tried, sends, budget))
+                    break
                 if id(dep) in tried:  # a re-send to one that failed: back off first
                     wait = max(wait, backoff_s(sends, rs.backoff_s, rs.backoff_max_s))
                 if wait > rs.max_retry_after_s or now + wait >= deadline:
@@ -229,13 +252,37 @@ class Router:
                 attempt = _Attempt(self, r, rreq, dep, ctx, attempts, wait, retry=sends > 1)
                 yield attempt  # back here only when it failed
                 last = attempt.error
+                if attempt.held:  # a caller's own key was told "not now": this request waits, no one else
+                    if held is None:
+                        held = {}
+                    held[id(dep)] = attempt.until
+                    busy = attempt
                 if attempt.verdict is Verdict.NEXT_ROUTE:
                     break
                 if attempt.verdict is Verdict.NEXT:
                     deps.remove(dep)
+        raise self._unserved(route, chain, last, busy, loop.time())
+
+    def _unserved(self, route: Route, chain: list[Route], last: GatewayError | None, busy: _Attempt | None,
+                  now: float) -> GatewayError:
+        """What to answer when no candidate served. A capacity answer wins (it says when to come back),
+        with a Retry-After no longer than what is left of its pause; then the last failure; then 503."""
+        if last is not None and last.capacity:
+            return last
+        deps = [d for r in chain for d in self.pool.deployments(r)]
+        paused = [d for d in deps if d.health.paused_answer(now) is not None]
+        if paused:
+            first = min(paused, key=lambda d: d.health.not_before)
+            answer = first.health.busy
+            assert answer is not None
+            # The soonest moment anything may be sent again: this pause's end, or an earlier half-open.
+            ready = min(t for d in deps if (t := d.health.ready_at()) > now)
+            return answer.again_after(ready - now)
+        if busy is not None and busy.error is not None and busy.until > now:  # a caller's own key's pause
+            return busy.error.again_after(busy.until - now)
         if last is not None:
-            raise last
-        raise _all_cooling(route, self.pool.deployments(route), loop.time())
+            return last
+        return _all_cooling(route, deps, now)
 
     def _judge(self, attempt: _Attempt, e: GatewayError, keys: KeySource, request_id: str, sent: bool) -> None:
         """A failed attempt: scrub keys from its message, decide what follows, raise when nothing does."""
@@ -262,8 +309,8 @@ def _all_cooling(route: Route, deps: list[Deployment], now: float) -> GatewayErr
 class _Attempt:
     """One upstream attempt: in-flight count, breaker probe, metrics and the failure log line."""
 
-    __slots__ = ("ctx", "dep", "error", "ms", "n", "probe", "provider", "req", "retry", "route", "router", "t0",
-                 "verdict", "wait")
+    __slots__ = ("ctx", "dep", "error", "held", "ms", "n", "probe", "provider", "req", "retry", "route", "router",
+                 "t0", "until", "verdict", "wait")
 
     def __init__(self, router: Router, route: Route, req: ImageRequest, dep: Deployment, ctx: CallContext, n: int,
                  wait: float, retry: bool) -> None:
@@ -302,24 +349,37 @@ class _Attempt:
             log.info("deployment back in service", extra={"route": self.route.name, "deployment": self.dep.label})
 
     def failed(self, err: GatewayError, verdict: Verdict, request_id: str, key_is_configured: bool) -> None:
+        """Judges a failure for the deployment: a capacity answer pauses it (`until`; `held` when it only
+        holds this request), a health failure counts toward its breaker. Sets `until`/`held` (only here,
+        so a successful attempt never pays for them)."""
         self.error, self.verdict = err, verdict
         elapsed = time.perf_counter() - self.t0
         self.ms = round(elapsed * 1000, 1)
         rs = self.router.cfg.router
         dep = self.dep
-        # A caller's own key being rate-limited says nothing about the deployment's other callers.
-        after = retry_after_s(err) if key_is_configured or err.status != 429 else None
+        now = asyncio.get_running_loop().time()
+        after = retry_after_s(err)
         opened = False
-        if is_deployment_fault(err, verdict, key_is_configured):
-            opened = dep.health.failure(asyncio.get_running_loop().time(), rs.cooldown_failures, rs.cooldown_s,
-                                        after)
+        self.until, self.held = 0.0, False
+        if err.capacity:
+            # "Not now", never "broken". The deployment's own key pauses it for every caller; a caller's
+            # own key being rate-limited says nothing about the others, so it holds only this request.
+            if key_is_configured:
+                self.until = dep.health.pause(now, after, rs.backoff_s, rs.backoff_max_s, err.again_after(0))
+            else:
+                self.until, self.held = now + (after if after is not None else rs.backoff_s), True
+            after = self.until - now
+            if not any(k.lower() == "retry-after" for k in err.headers):  # none from upstream: say ours
+                err.headers["Retry-After"] = str(max(1, math.ceil(after)))
+        elif is_deployment_fault(err, verdict, key_is_configured):
+            opened = dep.health.failure(now, rs.cooldown_failures, rs.cooldown_s, after)
         elif 400 <= err.status < 500 and err.status not in (401, 403, 429):
             dep.health.success()  # the upstream answered sensibly: it is alive
         metrics.count_attempt(self.route.name, dep.label, verdict.value, elapsed)
         log.warning("upstream attempt failed", extra={
             "request_id": request_id, "route": self.route.name, "provider": self.route.provider,
             "deployment": dep.label, "attempt": self.n, "status": err.status, "code": err.code,
-            "ms": self.ms, "action": verdict.value, "retry_after_s": after})
+            "ms": self.ms, "action": verdict.value, "retry_after_s": after, "capacity": err.capacity})
         if opened:
             metrics.COOLDOWNS.labels(self.route.name, dep.label).inc()
             log.warning("deployment cooling down", extra={"route": self.route.name, "deployment": dep.label,
