@@ -47,7 +47,7 @@ INTERNAL = [
     "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/x", "http://172.16.0.1/x",
     "http://192.168.0.1/x", "http://100.64.0.1/x", "http://[fd00::1]/x", "http://[fe80::1%25eth0]/x",
     "http://0.0.0.0/x", "http://[::]/x", "http://224.0.0.1/x", "http://240.0.0.1/x", "https://127.0.0.1:8443/x",
-    "http://[::ffff:a9fe:a9fe]/x",  # 169.254.169.254, IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/x", "http://[fec0::1]/x",  # 169.254.169.254 IPv4-mapped; IPv6 site-local
 ]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # bytes are relayed, never decoded, on these paths
 
