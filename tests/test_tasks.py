@@ -117,7 +117,9 @@ def test_events_stream_progress_then_the_finished_task(gateway: GatewayFactory) 
 def test_webhook_is_signed_and_retried(gateway: GatewayFactory, hook: FakeServer) -> None:
     secret = "whsec-" + new_key()
     with mj_server() as (srv, _):
-        gw = start_gateway(gateway, srv, new_key(), env={"WEBHOOK_SECRET": secret, "WEBHOOK_BACKOFF_S": "0.1"})
+        # The receiver is on 127.0.0.1: the operator allows it (caller URLs reach public hosts only).
+        gw = start_gateway(gateway, srv, new_key(), env={"WEBHOOK_SECRET": secret, "WEBHOOK_BACKOFF_S": "0.1",
+                                                         "PRIVATE_URL_ALLOWLIST": "127.0.0.1"})
         hook.state.fail_next(Fault(status=503, match="/hook"))
         task = submit_async(gw, {"model": "mj-v7", "prompt": "sunrise", "webhook_url": f"{hook.url}/hook"})
         deadline = time.monotonic() + 15

@@ -19,6 +19,7 @@ import yaml
 from dotenv import dotenv_values
 
 from .errors import mask_key
+from .media.egress import parse_allowlist
 from .prompt.enhance import EnhanceSettings
 from .providers.base import RouteSpec
 from .providers.registry import PROVIDER_CLASSES
@@ -99,6 +100,7 @@ class Config:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_attempts: int = 5  # task webhooks: tries per delivery, with exponential back-off
     webhook_backoff_s: float = 2.0  # first back-off (doubles each retry)
+    private_url_allowlist: tuple[str, ...] = ()  # internal hosts caller URLs may reach (media/egress.py)
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
     # HMAC key for task owners' fingerprints (engine/owners.py); None = one generated into DATA_DIR.
     task_owner_secret: str | None = field(default=None, repr=False)
@@ -135,6 +137,7 @@ class Config:
             "max_body_bytes": self.max_body_bytes,
             "job_deadline_s": self.job_deadline_s,
             "cors_origins": list(self.cors_origins),
+            "private_url_allowlist": list(self.private_url_allowlist),
             "providers": {
                 n: {"base_url": p.base_url, "api_key": mask_key(p.api_key), "timeout_s": p.timeout_s,
                     **dict(p.options)}
@@ -338,6 +341,10 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         port = int(env.get("PORT") or server.get("port") or 3000)
     except ValueError:
         raise ConfigError(f"PORT must be an integer, got {env.get('PORT')!r}") from None
+    try:
+        private_url_allowlist = parse_allowlist(env.get("PRIVATE_URL_ALLOWLIST"))
+    except ValueError as e:
+        raise ConfigError(f"PRIVATE_URL_ALLOWLIST: {e}") from None
     cors = env.get("CORS_ORIGINS")
     cors_origins = tuple(o.strip() for o in cors.split(",") if o.strip()) if cors is not None else tuple(
         server.get("cors_origins") or ("*",))
@@ -369,6 +376,7 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         webhook_secret=env.get("WEBHOOK_SECRET") or None,
         webhook_attempts=int(_num(env, "WEBHOOK_ATTEMPTS", float(server.get("webhook_attempts", 5)))),
         webhook_backoff_s=_num(env, "WEBHOOK_BACKOFF_S", float(server.get("webhook_backoff_s", 2.0))),
+        private_url_allowlist=private_url_allowlist,
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
         task_owner_secret=owner_secret,
         instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",

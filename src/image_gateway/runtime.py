@@ -12,6 +12,7 @@ from .engine.engine import Engine
 from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
+from .media.egress import policy_for
 from .media.store import LocalImageStore
 from .providers.base import Provider
 from .providers.http import new_session
@@ -26,7 +27,8 @@ class Runtime:
         self.started = int(time.time())
         # Async tasks: SQLite under DATA_DIR (never a key), webhooks, one poller per provider instance.
         self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3"),
-                             webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s),
+                             webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s,
+                                                    policy=lambda: policy_for(self.cfg.private_url_allowlist)),
                              secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s)
         # The config, its providers and routes live in the Router; a reload swaps `router` whole
         # (reload.py) and a request keeps the Router it started with.

@@ -26,6 +26,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..config import Route
 from ..errors import GatewayError, InvalidRequest
+from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
 from ..prompt.pipeline import PromptPlan
 from ..providers.base import ImageRequest, InputImage, Progress, ProviderResult
@@ -106,6 +107,9 @@ async def completions(request: Request) -> Response:
     raw = decode_json_object(await read_body(request, rt.cfg.max_body_bytes))
     chat = parse_chat(raw)
     job = build_job(rt, raw, chat)
+    if job.req.images:  # image_url parts: each must reach a public or allowlisted address (media/egress.py)
+        await check_param(policy_for(rt.cfg.private_url_allowlist), [i.url for i in job.req.images if i.url],
+                          "messages")
     request.scope["state"]["route"] = job.route.name
     request.scope["state"]["provider"] = job.route.provider
     headers = {"X-Gateway-Model": job.route.name, "X-Gateway-Provider": job.route.provider}

@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from ..config import Route
 from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery
+from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
 from ..providers.base import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..routing.keys import KeySource
@@ -92,7 +93,20 @@ async def parse(request: Request, rt: Runtime, op: Operation) -> tuple[ImageRequ
                              code="missing_required_parameter")
     if len(req.images) > 16:
         raise InvalidRequest("At most 16 images may be sent.", param="image")
+    if req.images or req.mask is not None or "webhook_url" in req.extra:  # (a plain generation skips this)
+        await check_caller_urls(rt, req)
     return req, route
+
+
+async def check_caller_urls(rt: Runtime, req: ImageRequest) -> None:
+    """Every URL the caller supplied must reach a public address or an allowlisted one (media/egress.py)."""
+    policy = policy_for(rt.cfg.private_url_allowlist)
+    await check_param(policy, [i.url for i in req.images if i.url], "images")
+    if req.mask is not None and req.mask.url:
+        await check_param(policy, [req.mask.url], "mask")
+    hook = req.extra.get("webhook_url")
+    if isinstance(hook, str):  # (its type and shape: api/jobs.py)
+        await check_param(policy, [hook], "webhook_url")
 
 
 def delivery_for(request: Request | str, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],

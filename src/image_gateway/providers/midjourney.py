@@ -26,7 +26,8 @@ import aiohttp
 import msgspec
 
 from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..media.fetch import fetch_image
+from ..media.egress import REQUEST_POLICY
+from ..media.fetch import fetch_caller_image, fetch_image
 from ..media.grid import split_grid_async
 from . import mj_wire as wire
 from .base import (
@@ -164,8 +165,8 @@ class MidjourneyProvider(HttpProvider):
                 out.append(f"data:{img.content_type};base64,{base64.b64encode(img.data).decode()}")
             elif img.url and img.url.startswith("data:"):
                 out.append(img.url)
-            elif img.url:
-                data = await fetch_image(self.session, img.url, DOWNLOAD_MAX, 60.0)
+            elif img.url:  # the caller's URL: under the egress policy that admitted it, not our upstream session
+                data = await fetch_caller_image(img.url, "images", REQUEST_POLICY.get(), DOWNLOAD_MAX, 60.0)
                 out.append(f"data:image/png;base64,{base64.b64encode(data).decode()}")
         return out
 
