@@ -23,7 +23,7 @@ _THINK_OPEN = re.compile(r"<(think|thinking|reasoning)>", re.IGNORECASE)
 _TRAILING_COMMA_RE = re.compile(r",(\s*+[}\]])")
 # Lenient retry: a string (kept whole; an unterminated one runs to the end), or a comment (dropped).
 _LENIENT_TOKEN = re.compile(r'("(?:[^"\\]|\\.)*+(?:"|\\?\Z))|//[^\n]*+|/\*(?:.*?\*/|.*)', re.DOTALL)
-_SIGNIFICANT = re.compile(r'[{}"\\]')  # the only characters the brace matcher looks at
+_SIGNIFICANT = re.compile(r'\{+|\}+|["\\]')  # what the brace matcher looks at (runs of braces at once)
 # Characters handed to the decoders, as a multiple of the reply's length: a plain or fenced object
 # costs 2-8x (strict and lenient, fenced and whole); only pathological nesting gets near this, and is then given up on.
 _DECODE_BUDGET = 8
@@ -69,17 +69,17 @@ def _balanced_objects(text: str) -> list[tuple[int, int]]:
     (with escapes) do not count. One pass with a stack: a `{` inside a string of an enclosing
     object starts no span of its own (the per-`{` rescan this replaces tried those too)."""
     spans: list[tuple[int, int]] = []
-    stack: list[int] = []
+    stack: list[int] = []  # starts of the open objects
     in_str = False
     skip = -1  # the character after a backslash inside a string
     for m in _SIGNIFICANT.finditer(text):
         i = m.start()
         if i < skip:
             continue
-        c = m.group()
+        c = text[i]
         if not stack:
             if c == "{":
-                stack.append(i)
+                stack.extend(range(i, m.end()))
         elif in_str:
             if c == "\\":
                 skip = i + 2
@@ -88,9 +88,11 @@ def _balanced_objects(text: str) -> list[tuple[int, int]]:
         elif c == '"':
             in_str = True
         elif c == "{":
-            stack.append(i)
-        elif c == "}":
-            spans.append((stack.pop(), i + 1))
+            stack.extend(range(i, m.end()))
+        elif c == "}":  # each closes the innermost open object; once none is open, the rest do nothing
+            k = min(len(stack), m.end() - i)
+            spans.extend(zip(reversed(stack[-k:]), range(i + 1, i + k + 1), strict=True))
+            del stack[-k:]
     spans.sort()
     return spans
 
