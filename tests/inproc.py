@@ -4,7 +4,7 @@ over ASGITransport. For request/response logic; lifecycle tests start real proce
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -33,3 +33,15 @@ async def client(workdir: Path, env: Mapping[str, str] | None = None,
         transport = httpx.ASGITransport(app=ctx)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as c:
             yield c
+
+
+def assert_secret_absent(workdir: Path, texts: Iterable[str], *secrets: str) -> None:
+    """No secret in the given texts (responses, captured log records) or in any file under `workdir`
+    (data dir, task and idempotency databases) but the config file, which names keys as ${VAR} only."""
+    texts = list(texts)
+    for secret in secrets:
+        assert secret
+        assert not any(secret in t for t in texts), f"secret {secret[:6]}... leaked into a log or response"
+        for p in workdir.rglob("*"):
+            if p.is_file() and p.name != "gateway.yaml":
+                assert secret.encode() not in p.read_bytes(), f"secret {secret[:6]}... written to {p}"
