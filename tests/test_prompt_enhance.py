@@ -344,6 +344,13 @@ def test_system_prompt_with_user_ratio() -> None:
         ('{"prompt": "a cat", "aspect_ratio": "5:4"}', ("a cat", None)),
         ('{"prompt": "a cat", "aspect_ratio": 1.5}', ("a cat", None)),
         ('{"prompt": "牌子上写着“你好”", "aspect_ratio": "21:9"}', ("牌子上写着“你好”", "21:9")),
+        # the scanning that replaced the backtracking regexes keeps their behaviour
+        ('<think>no end {"prompt": "a"}', ("a", None)),
+        ('<THINK>x {"prompt": "no"}</think>{"prompt": "b"}', ("b", None)),
+        ('```JSONC\n{"prompt": "c", // x\n}\n```', ("c", None)),
+        ('{"x": 1} ```json\n{"prompt": "d",}\n``` {"prompt": "e"}', ("d", None)),
+        ('{"prompt": "f", "aspect_ratio": " 16 : 9 "} /* unterminated', ("f", "16:9")),
+        ("[" * 5000 + '{"prompt": "g"}', ("g", None)),
     ],
 )
 def test_parse_llm_json(content: str, expected: tuple[str, str | None]) -> None:
@@ -360,6 +367,8 @@ def test_parse_llm_json(content: str, expected: tuple[str, str | None]) -> None:
         ('{"prompt": 42}', '"prompt"'),
         ('{"text": "a cat"}', '"prompt"'),
         ('["a cat"]', "no JSON object"),
+        # nesting deeper than the decoder goes: a reason, not a RecursionError out of enhance()
+        ('{"a":' * 1200 + '{"prompt": "x"}' + "}" * 1200, "nests too many objects"),
     ],
 )
 def test_parse_llm_json_errors(content: str, reason: str) -> None:

@@ -59,6 +59,26 @@ def test_parse_ratio_with_trigger(text: str, ratio: str, prompt: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "ratio", "prompt"),
+    [
+        # edges of the scanner that replaced the one backtracking regex: same results as it gave
+        ("a cat (ratio 16:9 reading", "16:9", "a cat ( reading"),  # an opening bracket without its closing one
+        ("a，（ratio 16:9", "16:9", "a，（"),
+        ("【比例 4:3】海报", "4:3", "海报"),
+        ("ratio 5:7, ratio 16:9 x", "16:9", "ratio 5:7, x"),  # a refused phrase is skipped whole
+        ("ratio" + " " * 300 + "16:9 x", "16:9", "x"),
+        ("--aspect ratio 16:9 x", "16:9", "--aspect x"),
+        ("比例１６:９ 猫", "16:9", "猫"),  # full-width digits are digits
+        ("a cat,   ，  ratio 16:9  ,  reading", "16:9", "a cat, reading"),
+        ("a \u3000ratio\u300016:9\u3000b", "16:9", "a b"),
+        ("ratio 16:9ratio 1:1 x", "16:9", "ratio 1:1 x"),  # "9ratio": no trigger inside a word
+    ],
+)
+def test_parse_ratio_edges(text: str, ratio: str, prompt: str) -> None:
+    assert parse_ratio(text) == RatioMatch(ratio, prompt)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "一只猫，16:9",  # no trigger word

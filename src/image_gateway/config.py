@@ -7,6 +7,7 @@ The result is an immutable snapshot; hot reload builds a new one and swaps it wh
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from dotenv import dotenv_values
 from .errors import mask_key
 from .media.egress import parse_allowlist
 from .prompt.enhance import EnhanceSettings
+from .prompt.limits import DEFAULT_MAX_PROMPT_CHARS, max_prompt_chars
 from .providers.base import RouteSpec
 from .providers.registry import PROVIDER_CLASSES
 from .routing.settings import (
@@ -58,6 +60,8 @@ class Route:
     description: str = ""
     # Several accounts/base URLs of this one model, balanced least-busy (routing/deployments.py).
     deployments: tuple[DeploymentSettings, ...] = ()
+    # Longer prompts get 400 (route option `max_prompt_chars`, else the upstream's limit: prompt/limits.py).
+    max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,12 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     for item in doc.get("routes") or []:
         r = _route_from_yaml(item, routes)
         routes[r.name] = r
+    for name, r in routes.items():  # resolved once here: a request only compares a length
+        try:
+            routes[name] = dataclasses.replace(r, max_prompt_chars=max_prompt_chars(r.provider, r.upstream_model,
+                                                                                    r.options))
+        except ValueError as e:
+            raise ConfigError(f"route {name}: {e}") from None
 
     aliases: dict[str, str] = {}
     for r in routes.values():

@@ -93,6 +93,22 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     return _KEYLIKE.sub(lambda m: m.group(1) + "-[redacted]", text)
 
 
+def scrub(err: GatewayError, secrets: Iterable[str | None] = ()) -> GatewayError:
+    """Redact every string `err` takes to a caller, a log line or a task record (message, type, param,
+    code and header values: an upstream can echo a key in any of them), in place; returns `err`."""
+    keys = [s for s in secrets if s and len(s) >= 4]
+    err.message = redact(err.message, keys)
+    err.args = (err.message,)  # str(err), and tracebacks, show args
+    err.type = redact(err.type, keys)
+    if err.param is not None:
+        err.param = redact(err.param, keys)
+    if err.code is not None:
+        err.code = redact(err.code, keys)
+    if err.headers:  # a new dict: a copy.copy()'d error shares the original's
+        err.headers = {k: redact(v, keys) for k, v in err.headers.items()}
+    return err
+
+
 def mask_key(key: str | None) -> str:
     """`sk-...abcd`: enough to tell keys apart in check-config, never enough to use one."""
     if not key:

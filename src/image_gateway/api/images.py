@@ -14,6 +14,7 @@ from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery
 from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
+from ..prompt.limits import prompt_too_long
 from ..providers.base import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..routing.keys import KeySource
 from ..runtime import Runtime
@@ -46,6 +47,8 @@ def build_request(rt: Runtime, op: Operation, raw: dict[str, Any], strict: bool)
         if not prompt or not prompt.strip():
             raise InvalidRequest("'prompt' is required and must not be empty.", param="prompt",
                                  code="missing_required_parameter")
+        if len(prompt) > route.max_prompt_chars:  # before any work on it (ratio parsing, enhancement)
+            raise prompt_too_long(route.name, route.max_prompt_chars, len(prompt))
     extra = {k: v for k, v in raw.items() if k not in _OWN}
     req = ImageRequest(
         operation=op, prompt=prompt or "", model=model, n=params.n, size=params.size, quality=params.quality,

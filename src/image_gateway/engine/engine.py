@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from pathlib import Path
 from typing import Any
 
-from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
 from ..providers.base import (
     CallContext,
     ImageRequest,
@@ -262,7 +262,7 @@ class Engine:
                 # A caller is waiting: its router may retry or fall back, so this attempt's error
                 # goes to it and the job stays open; the API layer settles it if nothing follows.
                 err = copy.copy(out)
-                err.message = redact(err.message, [job.ctx.api_key if job.ctx else None, *self.secrets()])
+                scrub(err, [job.ctx.api_key if job.ctx else None, *self.secrets()])
                 job.reopen(err)
                 self.ledger.dirty.add(job)
                 return
@@ -307,7 +307,7 @@ class Engine:
         if job.terminal:
             return
         err = copy.copy(err)
-        err.message = redact(err.message, [job.ctx.api_key if job.ctx else None, *self.secrets()])
+        scrub(err, [job.ctx.api_key if job.ctx else None, *self.secrets()])  # it goes into the task record
         job.fail(err, status)
         await self._finished(job)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import NamedTuple
 
 __all__ = [
@@ -48,36 +49,91 @@ class RatioMatch(NamedTuple):
 
 
 # --- removal machinery shared by the ratio phrase and no-enhance -----------------------------------
+#
+# A phrase is: lead (`\s* separator? \s*`), an optional opening bracket, the trigger, what follows
+# the trigger, the closing bracket (when one was opened) and a trail (`\s* punctuation? \s*`).
+# As one regex starting with `\s*` this took cubic time on a run of whitespace (each start in the
+# run rescanned it, backtracking between adjacent `\s*`s): 600 spaces stalled the process for 15 s.
+# So the trigger, which starts with one of a few non-space characters, is looked for (those
+# characters first: a C-speed scan); what follows it is matched in place with possessive
+# quantifiers (no backtracking); the lead is walked back by hand.
+# Every character is looked at a bounded number of times: linear in the length of the text.
 
 _SEPARATORS = "，,、;；"  # clause separators that dangle once the phrase after them is gone
 _TRAIL_PUNCT = _SEPARATORS + "。.!！?？"
 _TERMINAL = ".。!！?？"
-_LEAD = rf"(?P<lead>\s*(?P<lp>[{_SEPARATORS}])?\s*)"
-_OPEN = r"(?P<open>[(（\[【]\s*)?"
-_CLOSE = r"(?(open)\s*[)）\]】])"
-_TRAIL = rf"(?P<trail>\s*(?:(?P<tp>[{re.escape(_TRAIL_PUNCT)}])\s*)?)"
+_OPENERS = "(（[【"
+_CLOSE_RE = re.compile(r"\s*+[)）\]】]")
+_TRAIL_RE = re.compile(rf"\s*+(?:(?P<tp>[{re.escape(_TRAIL_PUNCT)}])\s*+)?")
 
-_RATIO_RE = re.compile(
-    _LEAD
-    + _OPEN
-    + r"(?:"
+# Every character a trigger can start with (IGNORECASE folds a, r and n only to A, R and N).
+_RATIO_FIRST = re.compile("[画图宽长纵横比aArR-]")
+_RATIO_TRIGGER = re.compile(
     # Chinese: optional "画面/图片/…" before 比例, optional 为/是 after it.
-    + r"(?:画面|图片|图像|宽高|长宽|纵横|横纵)?比例(?:为|是)?"
-    + r"|(?<![A-Za-z0-9_-])(?:aspect[\s_-]*ratio|aspect|ratio|--ar|--aspect)(?![A-Za-z])"
-    + r")"
-    + r"\s*[:：=]?\s*"
-    + r"(?P<w>\d{1,3})\s*[:：]\s*(?P<h>\d{1,3})(?!\d|[:：.]\d)(?:的)?"
-    + _CLOSE
-    + _TRAIL,
+    r"(?:画面|图片|图像|宽高|长宽|纵横|横纵)?比例(?:为|是)?"
+    r"|(?<![A-Za-z0-9_-])(?:aspect[\s_-]*+ratio|aspect|ratio|--ar|--aspect)(?![A-Za-z])",
     re.IGNORECASE,
 )
-
-_NO_ENHANCE_RE = re.compile(
-    _LEAD + _OPEN + r"(?<![A-Za-z0-9])-{0,2}no-enhance(?![A-Za-z0-9])" + _CLOSE + _TRAIL,
-    re.IGNORECASE,
-)
+# After the trigger: "16:9", ": 16:9", "=16：9", "为16:9的"... (`(?!\d)` after W: at most 3 digits).
+_RATIO_VALUE = re.compile(r"\s*+[:：=]?+\s*+(?P<w>\d{1,3})(?!\d)\s*+[:：]\s*+(?P<h>\d{1,3})(?!\d|[:：.]\d)(?:的)?+")
+_NO_ENHANCE_FIRST = re.compile("[nN-]")
+_NO_ENHANCE_TRIGGER = re.compile(r"(?<![A-Za-z0-9])-{0,2}no-enhance(?![A-Za-z0-9])", re.IGNORECASE)
+_EMPTY = re.compile("")
 
 _WS_RE = re.compile(r"\s+")
+
+
+class _Phrase(NamedTuple):
+    start: int
+    end: int
+    lp: str | None  # the separator before the phrase, if any
+    tp: str | None  # the punctuation after it, if any
+    value: re.Match[str]  # what followed the trigger
+
+
+def _lead(text: str, at: int, floor: int) -> tuple[int, str | None, int]:
+    r"""Walk back from the trigger at `at` over `\s* sep? \s* (open \s*)?`, not past `floor`:
+    (start, separator, index of the opening bracket or -1)."""
+    i = at
+    while i > floor and text[i - 1].isspace():
+        i -= 1
+    opened = -1
+    if i > floor and text[i - 1] in _OPENERS:
+        i = opened = i - 1
+        while i > floor and text[i - 1].isspace():
+            i -= 1
+    lp = None
+    if i > floor and text[i - 1] in _SEPARATORS:
+        i -= 1
+        lp = text[i]
+        while i > floor and text[i - 1].isspace():
+            i -= 1
+    return i, lp, opened
+
+
+def _phrases(text: str, first: re.Pattern[str], trigger: re.Pattern[str],
+             value: re.Pattern[str]) -> Iterator[_Phrase]:
+    """Every phrase, left to right, never overlapping: what `re.finditer` gave for the one-regex form
+    (`floor` is where the last phrase ended: the next one's lead does not reach back over it)."""
+    floor = search = 0
+    while (f := first.search(text, search)) is not None:
+        search = f.start() + 1
+        t = trigger.match(text, f.start())
+        v = value.match(text, t.end()) if t is not None else None
+        if t is None or v is None:
+            continue
+        start, lp, opened = _lead(text, t.start(), floor)
+        end = v.end()
+        if opened >= 0:
+            close = _CLOSE_RE.match(text, end)
+            if close is None:  # an opening bracket without its closing one stays in the text
+                start, lp = opened + 1, None
+            else:
+                end = close.end()
+        trail = _TRAIL_RE.match(text, end)
+        assert trail is not None  # it matches the empty string
+        yield _Phrase(start, trail.end(), lp, trail.group("tp"), v)
+        floor = search = trail.end()
 
 
 def _is_wide(ch: str) -> bool:
@@ -100,27 +156,30 @@ def _join(prev: str, nxt: str) -> str:
     return " "
 
 
-def _replacement(m: re.Match[str]) -> str:
+def _replacement(text: str, p: _Phrase) -> str:
     """Replacement for one removed phrase, looking at its neighbours in the original text."""
-    text = m.string
-    prev = text[m.start() - 1] if m.start() > 0 else ""
-    nxt = text[m.end()] if m.end() < len(text) else ""
-    lp = m.group("lp")
-    tp = m.group("tp")
+    prev = text[p.start - 1] if p.start > 0 else ""
+    nxt = text[p.end] if p.end < len(text) else ""
     if not prev or _is_punct(prev):
         # Start of text or right after punctuation: any separator around the phrase is dangling.
         return _join(prev, nxt)
     if not nxt:
         # End of text: keep a sentence end ("a cat, ratio 16:9." -> "a cat."), drop separators.
-        return tp if tp is not None and tp in _TERMINAL else ""
-    keep = tp if tp is not None else lp
+        return p.tp if p.tp is not None and p.tp in _TERMINAL else ""
+    keep = p.tp if p.tp is not None else p.lp
     if keep is not None:
         return keep if _is_wide(keep) else keep + " "
     return _join(prev, nxt)
 
 
-def _tidy(text: str) -> str:
-    return _WS_RE.sub(" ", text).strip()
+def _remove(text: str, phrases: list[_Phrase]) -> str:
+    out: list[str] = []
+    last = 0
+    for p in phrases:
+        out += (text[last : p.start], _replacement(text, p))
+        last = p.end
+    out.append(text[last:])
+    return _WS_RE.sub(" ", "".join(out)).strip()
 
 
 def _canonical(w: str, h: str) -> str:
@@ -135,27 +194,24 @@ def parse_ratio(text: str) -> RatioMatch:
     nothing is recognised the text is returned unchanged.
     """
     found: list[str] = []
-
-    def repl(m: re.Match[str]) -> str:
-        ratio = _canonical(m.group("w"), m.group("h"))
-        if ratio not in RATIOS:
-            return m.group(0)
-        found.append(ratio)
-        return _replacement(m)
-
-    cleaned = _RATIO_RE.sub(repl, text)
+    removed: list[_Phrase] = []
+    for p in _phrases(text, _RATIO_FIRST, _RATIO_TRIGGER, _RATIO_VALUE):
+        ratio = _canonical(p.value.group("w"), p.value.group("h"))
+        if ratio in RATIOS:
+            found.append(ratio)
+            removed.append(p)
     if not found:
         return RatioMatch(None, text)
-    return RatioMatch(found[0], _tidy(cleaned))
+    return RatioMatch(found[0], _remove(text, removed))
 
 
 def strip_no_enhance(text: str) -> tuple[bool, str]:
     """Return (enhance_wanted, cleaned). ``no-enhance`` (any case, also ``--no-enhance``) is removed
     without gluing the words around it: "a cat no-enhance reading" -> (False, "a cat reading")."""
-    cleaned, n = _NO_ENHANCE_RE.subn(_replacement, text)
-    if n == 0:
+    removed = list(_phrases(text, _NO_ENHANCE_FIRST, _NO_ENHANCE_TRIGGER, _EMPTY))
+    if not removed:
         return True, text
-    return False, _tidy(cleaned)
+    return False, _remove(text, removed)
 
 
 # --- sizes -------------------------------------------------------------------------------------------

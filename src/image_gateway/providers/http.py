@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from ..errors import GatewayError, UpstreamError, UpstreamTimeout, redact
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
 
 
 class HttpProvider:
@@ -81,15 +81,15 @@ def error_from_openai_body(status: int, body: bytes, headers: Mapping[str, str],
         # An HTML page (a proxy's or a CDN's) is no use to a caller; a short text body is.
         tail = f": {snippet}" if snippet and not snippet.startswith("<") else ""
         message = f"{provider} upstream answered HTTP {status}{tail}"
-    return GatewayError(
-        redact(str(message), secrets),
+    return scrub(GatewayError(
+        str(message),
         status=status if 400 <= status < 600 else 502,
         type=str(etype) if etype else ("server_error" if status >= 500 else "invalid_request_error"),
         code=str(code) if code is not None else None,
         param=str(param) if param is not None else None,
         headers=retry_after(headers),
         retryable=status in (408, 409, 429) or status >= 500,
-    )
+    ), secrets)
 
 
 def connection_error(exc: BaseException, provider: str) -> GatewayError:

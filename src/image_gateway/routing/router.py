@@ -20,7 +20,7 @@ from typing import Any
 from .. import metrics
 from ..config import Config, Route
 from ..engine.engine import Engine
-from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, redact
+from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub
 from ..providers.base import CallContext, ImageRequest, Provider, ProviderEvent, ProviderResult
 from .deployments import Deployment, Pool, pick
 from .keys import KeySource
@@ -285,9 +285,9 @@ class Router:
         return _all_cooling(route, deps, now)
 
     def _judge(self, attempt: _Attempt, e: GatewayError, keys: KeySource, request_id: str, sent: bool) -> None:
-        """A failed attempt: scrub keys from its message, decide what follows, raise when nothing does."""
+        """A failed attempt: scrub keys from every field, decide what follows, raise when nothing does."""
         ctx = attempt.ctx
-        e.message = redact(e.message, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
+        scrub(e, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
         verdict = Verdict.STOP if sent else classify(e, attempt.route.options)
         attempt.failed(e, verdict, request_id, ctx.api_key == attempt.dep.endpoint.settings.api_key)
         if verdict is Verdict.STOP:
