@@ -8,14 +8,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from image_gateway.engine.engine import Engine
-from image_gateway.engine.jobs import CURRENT_JOB, Job
-from image_gateway.engine.poller import PollSettings
-from image_gateway.engine.store import MemoryTaskStore
-from image_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
-from image_gateway.providers.base import (
+from image_gateway.core.types import (
     CallContext,
-    Capabilities,
     GeneratedImage,
     ImageRequest,
     Pending,
@@ -23,8 +17,13 @@ from image_gateway.providers.base import (
     Progress,
     ProviderEvent,
     ProviderResult,
-    RouteSpec,
 )
+from image_gateway.engine.engine import Engine
+from image_gateway.engine.jobs import CURRENT_JOB, Job
+from image_gateway.engine.poller import PollSettings
+from image_gateway.engine.store import MemoryTaskStore
+from image_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
+from image_gateway.providers.base import Capabilities, RouteSpec
 
 INTERVAL = 0.02
 

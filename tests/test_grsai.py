@@ -20,8 +20,8 @@ import openai
 import pytest
 from PIL import Image
 
+from image_gateway.core.types import CallContext, ImageRequest, Pending, ProviderResult
 from image_gateway.errors import GatewayError
-from image_gateway.providers.base import CallContext, ImageRequest, Pending, ProviderResult
 from image_gateway.providers.grsai import GrsAiProvider
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from image_gateway.core.types import ImageRequest
 from image_gateway.engine.sqlite_store import SqliteTaskStore
 from image_gateway.engine.store import TaskRecord
 from image_gateway.engine.webhooks import sign, valid_url
 from image_gateway.errors import GatewayError
 from image_gateway.media.grid import split_grid
 from image_gateway.providers import mj_wire as wire
-from image_gateway.providers.base import ImageRequest
 from image_gateway.providers.limits import AccountLimiter, QueueFull
 
 

@@ -8,8 +8,8 @@ import msgspec
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from ..core.types import InputImage
 from ..errors import GatewayError, InvalidRequest
-from ..providers.base import InputImage
 
 
 class PayloadTooLarge(GatewayError):

@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..config import Route
+from ..core.types import ImageRequest, InputImage, Progress, ProviderResult
 from ..errors import GatewayError, InvalidRequest
 from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
 from ..prompt.pipeline import PromptPlan
-from ..providers.base import ImageRequest, InputImage, Progress, ProviderResult
 from ..routing.keys import KeySource
 from ..runtime import Runtime
 from ..schemas.chat import IMAGE_FIELDS, ChatRequest, last_user_message, parse_chat, split_content

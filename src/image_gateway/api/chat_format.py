@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..core.types import ImageRequest, ProviderResult
 from ..prompt.pipeline import PromptPlan
 from ..prompt.ratio import RATIOS, nearest_ratio
-from ..providers.base import ImageRequest, ProviderResult
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 ALT_MAX = 80

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import metrics
+from ..core.types import ImageRequest
 from ..errors import GatewayError, InvalidRequest
-from ..providers.base import ImageRequest
 from ..routing.idempotency import Stored, key_id
 from ..runtime import Runtime
 from ..schemas.responses import encode

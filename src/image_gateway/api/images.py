@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..config import Route
+from ..core.types import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery
 from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
 from ..prompt.limits import prompt_too_long
-from ..providers.base import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..routing.keys import KeySource
 from ..runtime import Runtime
 from ..schemas.images import FIELDS, validate_params

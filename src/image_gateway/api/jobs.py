@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import Route
+from ..core.types import ImageRequest, InputImage, Pending, ProviderResult
 from ..engine.jobs import CURRENT_JOB, Job, task_object
 from ..engine.webhooks import valid_url
 from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..providers.base import ImageRequest, InputImage, Pending, ProviderResult
 from ..routing.keys import KeySource
 from ..runtime import Runtime
 from ..schemas.responses import encode

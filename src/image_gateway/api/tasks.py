@@ -26,11 +26,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from ..core.types import CallContext, ImageRequest, Progress, ProviderResult
 from ..engine.jobs import Job, task_object
 from ..engine.owners import Owners
 from ..engine.store import TaskRecord
 from ..errors import AuthError, GatewayError, ModelNotFound
-from ..providers.base import CallContext, ImageRequest, Progress, Provider, ProviderResult
+from ..providers.base import Provider
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from . import images, jobs, sse

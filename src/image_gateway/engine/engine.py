@@ -23,18 +23,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from pathlib import Path
 from typing import Any
 
-from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
-from ..providers.base import (
+from ..core.types import (
     CallContext,
     ImageRequest,
     Pending,
     PollOutcome,
     Progress,
-    Provider,
     ProviderEvent,
     ProviderResult,
     Submitting,
 )
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
+from ..providers.base import Provider
 from . import recovery
 from .deadlines import Deadlines
 from .inputs import InputStore

@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from ..core.types import CallContext, Progress, ProviderEvent, ProviderResult
 from ..errors import GatewayError
-from ..providers.base import CallContext, Progress, Provider, ProviderEvent, ProviderResult
+from ..providers.base import Provider
 from .store import TERMINAL, TaskRecord
 
 # The job the current request's events belong to. The API layer sets it around `router.events(...)`

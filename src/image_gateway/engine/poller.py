@@ -24,8 +24,9 @@ from typing import Any
 
 import aiohttp
 
+from ..core.types import CallContext, Pending, PollOutcome, Progress, StreamEvent
 from ..errors import GatewayError, UpstreamError
-from ..providers.base import CallContext, Pending, PollOutcome, Progress, Provider, StreamEvent
+from ..providers.base import Provider
 from .jobs import Job
 
 log = logging.getLogger("image_gateway.engine")

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from ..providers.base import GeneratedImage
+from ..core.types import GeneratedImage
 from .convert import convert_bytes
 from .fetch import fetch_image
 from .store import LocalImageStore

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..core.types import ImageRequest, ProviderResult
 from ..errors import InvalidRequest, redact
-from ..providers.base import ImageRequest, Provider, ProviderResult
+from ..providers.base import Provider
 from .enhance import EnhanceSettings, enhance
 from .ratio import parse_ratio, ratio_to_size, strip_no_enhance
 

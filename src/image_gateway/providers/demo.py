@@ -15,17 +15,10 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderEvent, ProviderResult
 from ..media.convert import encode_image
 from ..media.sizes import parse_size
-from .base import (
-    CallContext,
-    Capabilities,
-    GeneratedImage,
-    ImageRequest,
-    ProviderEvent,
-    ProviderResult,
-    RouteSpec,
-)
+from .base import Capabilities, RouteSpec
 
 MAX_SIDE = 2048
 

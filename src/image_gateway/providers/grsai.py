@@ -20,10 +20,8 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from ..errors import GatewayError, InvalidRequest, UpstreamError
-from .base import (
+from ..core.types import (
     CallContext,
-    Capabilities,
     GeneratedImage,
     ImageRequest,
     Pending,
@@ -31,8 +29,9 @@ from .base import (
     Progress,
     ProviderEvent,
     ProviderResult,
-    RouteSpec,
 )
+from ..errors import GatewayError, InvalidRequest, UpstreamError
+from .base import Capabilities, RouteSpec
 from .grsai_wire import (
     SnapshotParser,
     endpoint_for,

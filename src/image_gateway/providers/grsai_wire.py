@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
+from ..core.types import GeneratedImage, ImageRequest, InputImage
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import parse_size
-from .base import GeneratedImage, ImageRequest, InputImage
 
 NANO_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "21:9")
 COMPLETION_RATIOS = ("1:1", "2:3", "3:2")  # sora-image / gpt-4o-image `size`

@@ -25,14 +25,8 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..media.egress import REQUEST_POLICY
-from ..media.fetch import fetch_caller_image, fetch_image
-from ..media.grid import split_grid_async
-from . import mj_wire as wire
-from .base import (
+from ..core.types import (
     CallContext,
-    Capabilities,
     GeneratedImage,
     ImageRequest,
     Pending,
@@ -40,9 +34,14 @@ from .base import (
     Progress,
     ProviderEvent,
     ProviderResult,
-    RouteSpec,
     Submitting,
 )
+from ..errors import GatewayError, InvalidRequest, UpstreamError
+from ..media.egress import REQUEST_POLICY
+from ..media.fetch import fetch_caller_image, fetch_image
+from ..media.grid import split_grid_async
+from . import mj_wire as wire
+from .base import Capabilities, RouteSpec
 from .http import HttpProvider, connection_error
 from .limits import AccountLimiter
 

@@ -9,8 +9,8 @@ import math
 import re
 from typing import Any
 
+from ..core.types import ImageRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
-from .base import ImageRequest
 
 # A `--name` parameter in a prompt, and the names that mean the same thing.
 _PARAM = re.compile(r"(?:^|\s)--([A-Za-z][A-Za-z0-9_-]*)")

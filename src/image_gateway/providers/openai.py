@@ -13,19 +13,18 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from ..errors import GatewayError, UpstreamError
-from ..media.fetch import decode_data_url
-from .base import (
+from ..core.types import (
     CallContext,
-    Capabilities,
     GeneratedImage,
     ImageRequest,
     InputImage,
     ProviderEvent,
     ProviderResult,
-    RouteSpec,
     StreamEvent,
 )
+from ..errors import GatewayError, UpstreamError
+from ..media.fetch import decode_data_url
+from .base import Capabilities, RouteSpec
 from .http import HttpProvider, connection_error, error_from_openai_body
 
 # Documented parameters per endpoint (protocols.md §1.1-1.3); everything else stays with us.

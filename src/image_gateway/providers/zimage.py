@@ -18,18 +18,11 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
+from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderEvent, ProviderResult
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import parse_size
 from ..prompt.ratio import ZIMAGE_SIZES
-from .base import (
-    CallContext,
-    Capabilities,
-    GeneratedImage,
-    ImageRequest,
-    ProviderEvent,
-    ProviderResult,
-    RouteSpec,
-)
+from .base import Capabilities, RouteSpec
 from .http import HttpProvider, connection_error, retry_after
 
 GENERATE_PATH = "/api/v1/generate_image"

@@ -19,9 +19,10 @@ from typing import Any
 
 from .. import metrics
 from ..config import Config, Route
+from ..core.types import CallContext, ImageRequest, ProviderEvent, ProviderResult
 from ..engine.engine import Engine
 from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub
-from ..providers.base import CallContext, ImageRequest, Provider, ProviderEvent, ProviderResult
+from ..providers.base import Provider
 from .deployments import Deployment, Pool, pick
 from .keys import KeySource
 from .policy import Verdict, backoff_s, classify, is_deployment_fault, retry_after_s
