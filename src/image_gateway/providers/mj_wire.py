@@ -39,6 +39,17 @@ def aspect_ratio(size: str | None, ratio: Any = None) -> str | None:
     return f"{w // g}:{h // g}"
 
 
+def _seed(raw: Any) -> int | None:
+    """A seed Midjourney takes (0..MAX_SEED, as an int or a string of ASCII digits), else None (ignored)."""
+    if isinstance(raw, str):
+        raw = raw.strip()
+        # isascii: "²".isdigit() is true but int("²") raises; more than 10 digits is past MAX_SEED anyway.
+        raw = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= MAX_SEED:
+        return raw
+    return None
+
+
 def build_prompt(req: ImageRequest, version: str) -> str:
     """The caller's prompt plus the route's version and the mapped OpenAI parameters.
 
@@ -56,9 +67,9 @@ def build_prompt(req: ImageRequest, version: str) -> str:
         add.append("--q 2")
     if req.style == "natural" and "style" not in have:
         add.append("--style raw")
-    seed = req.extra.get("seed")
-    if isinstance(seed, int | str) and str(seed).isdigit() and int(seed) <= MAX_SEED and "seed" not in have:
-        add.append(f"--seed {int(seed)}")
+    seed = _seed(req.extra.get("seed"))
+    if seed is not None and "seed" not in have:
+        add.append(f"--seed {seed}")
     neg = req.extra.get("negative_prompt")
     if isinstance(neg, str) and neg.strip() and "no" not in have:
         add.append("--no " + " ".join(neg.replace("--", " ").split()))
