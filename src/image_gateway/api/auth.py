@@ -10,7 +10,7 @@ from starlette.requests import Request
 from ..config import Config
 from ..errors import AuthError
 from ..routing.keys import KeySource
-from .body import header
+from .body import has_control, header
 
 
 def bearer(request: Request) -> str | None:
@@ -38,10 +38,17 @@ def same_secret(token: str, key: str) -> bool:
     return hmac.compare_digest(token_bytes(token), key.encode("utf-8"))
 
 
+def _sendable(key: str | None, where: str) -> str | None:
+    """A provider key goes into an upstream header: one with a control character could not be sent."""
+    if key is not None and has_control(key):
+        raise AuthError(f"The provider key in {where} contains a control character.")
+    return key
+
+
 def authenticate(request: Request, cfg: Config) -> KeySource:
     """Check the gateway key if any are configured; return where provider keys may come from."""
     token = bearer(request)
-    provider_key = header(request, b"x-provider-key") or None
+    provider_key = _sendable(header(request, b"x-provider-key") or None, "X-Provider-Key")
     if cfg.gateway_keys:
         if token is None:
             raise AuthError("Missing gateway key: send 'Authorization: Bearer <gateway key>'.")
@@ -50,4 +57,4 @@ def authenticate(request: Request, cfg: Config) -> KeySource:
             raise AuthError("Invalid gateway key.")
         return KeySource(provider_key=provider_key)
     # No gateway keys: the caller's bearer token is their own provider key.
-    return KeySource(provider_key=provider_key, bearer=token)
+    return KeySource(provider_key=provider_key, bearer=_sendable(token, "the Authorization header"))

@@ -83,13 +83,14 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-# Control characters (NUL, CR, LF...; tab is allowed, RFC 9110 §5.5) cannot go into the part headers of
-# the upstream request (aiohttp refuses them as header injection): a part that carries one is refused here.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters (NUL, CR, LF...; tab is allowed, RFC 9110 §5.5) cannot go into a header of an
+# upstream request (aiohttp refuses them as header injection): a part name, filename, part content type
+# or provider key that carries one is refused where it comes in.
+has_control = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
 
 
 def _plain(text: str, what: str, param: str) -> str:
-    if _CONTROL.search(text):
+    if has_control(text):
         raise InvalidRequest(f"The {what} of the '{param}' part contains a control character.", param=param,
                              code="invalid_multipart")
     return text
