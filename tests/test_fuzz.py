@@ -3,8 +3,8 @@ odd unicode, huge numbers, NULs, broken multipart and bad headers never get a 5x
 connection, and every 4xx carries an OpenAI-shaped error.
 
 The real app runs in this process (tests/inprocess.py) with the demo provider and real fake upstreams
-on 127.0.0.1 (OpenAI, Z-Image, Midjourney, GrsAi). Hypothesis is derandomized (the same examples on
-every run, no example database) and bounded: the whole file takes a few seconds per test.
+on 127.0.0.1 (OpenAI, Z-Image, Midjourney, GrsAi). Hypothesis is derandomized (the same ~860 requests
+on every run, no example database) and bounded: the whole file costs about 15 s of CPU.
 """
 
 from __future__ import annotations
