@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from . import gc_tuning, metrics
 from .api import admin, chat, health, images, models, tasks
+from .api.cors import CORS
 from .api.errors import gateway_error_handler, http_error_handler
 from .api.middleware import Handler, RequestContext
 from .config import Config, load_config
@@ -71,7 +71,7 @@ def build_app(cfg: Config) -> RequestContext:
         Route("/admin/deployments", admin.deployments, methods=["GET"]),
     ]
     middleware = [
-        Middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
+        Middleware(CORS, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
                    expose_headers=["X-Request-ID", "X-Gateway-Model", "X-Gateway-Provider", "X-Gateway-Deployment",
                                    "Retry-After", "Idempotent-Replayed", "X-Gateway-Task-Id", "Location"],
                    max_age=600),

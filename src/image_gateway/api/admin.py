@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,7 +12,7 @@ from ..errors import AuthError, GatewayError
 from ..reload import Reloader
 from ..runtime import Runtime
 from ..schemas.responses import encode
-from .auth import bearer
+from .auth import bearer, same_secret
 
 
 def _admin(request: Request) -> Runtime:
@@ -23,7 +22,7 @@ def _admin(request: Request) -> Runtime:
         raise GatewayError("The admin API is off: set ADMIN_API_KEY to use it.", status=403,
                            code="admin_disabled")
     token = bearer(request)
-    if token is None or not hmac.compare_digest(token, admin_key):
+    if token is None or not same_secret(token, admin_key):
         raise AuthError("Invalid or missing admin key: send 'Authorization: Bearer <ADMIN_API_KEY>'.")
     return rt
 

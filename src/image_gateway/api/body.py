@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -42,7 +43,10 @@ def header(request: Request, name: bytes) -> str | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = header(request, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isascii: "²".isdigit() is true but int("²") raises; a 16+ digit length is over any limit (and int()
+    # of thousands of digits raises too).
+    if declared is not None and declared.isascii() and declared.isdigit() and (
+            len(declared) > 15 or int(declared) > limit):
         raise PayloadTooLarge(f"Request body is larger than the gateway's limit of {limit} bytes.")
     # ASGI receive() directly: the usual small JSON body arrives in one message.
     chunks: list[bytes] = []
@@ -71,9 +75,25 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as e:
         raise InvalidRequest(f"Request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:  # msgspec decodes on the C stack and gives up past Python's recursion limit
+        raise InvalidRequest("Request body is not valid JSON: it is nested too deeply.", code="invalid_json") \
+            from None
     if not isinstance(data, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_json")
     return data
+
+
+# Control characters (NUL, CR, LF...; tab is allowed, RFC 9110 §5.5) cannot go into a header of an
+# upstream request (aiohttp refuses them as header injection): a part name, filename, part content type
+# or provider key that carries one is refused where it comes in.
+has_control = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+def _plain(text: str, what: str, param: str) -> str:
+    if has_control(text):
+        raise InvalidRequest(f"The {what} of the '{param}' part contains a control character.", param=param,
+                             code="invalid_multipart")
+    return text
 
 
 def is_multipart(request: Request) -> bool:
@@ -93,16 +113,18 @@ async def read_form(request: Request, limit: int) -> tuple[dict[str, str], dict[
             from None
     fields: dict[str, str] = {}
     files: dict[str, list[InputImage]] = {}
-    for key, value in form.multi_items():
-        name = key.split("[", 1)[0]
-        if isinstance(value, UploadFile):
-            data = await value.read()
-            if not data:
-                continue
-            files.setdefault(name, []).append(
-                InputImage(data=data, filename=value.filename or f"{name}.png",
-                           content_type=value.content_type or "application/octet-stream"))
-        elif value != "":  # the SDK sends None as ""
-            fields[key] = value
-    await form.close()
+    try:
+        for key, value in form.multi_items():
+            name = _plain(key, "name", key).split("[", 1)[0]
+            if isinstance(value, UploadFile):
+                data = await value.read()
+                if not data:
+                    continue
+                files.setdefault(name, []).append(InputImage(
+                    data=data, filename=_plain(value.filename or f"{name}.png", "filename", name),
+                    content_type=_plain(value.content_type or "application/octet-stream", "content type", name)))
+            elif value != "":  # the SDK sends None as ""
+                fields[key] = value
+    finally:
+        await form.close()
     return fields, files

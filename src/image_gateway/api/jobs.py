@@ -39,7 +39,11 @@ _TRUE = {True, "true", "1", "yes", "on"}  # (1 == True)
 
 def wants_async(request: Request, req: ImageRequest) -> bool:
     flag = req.extra.pop("async", None)  # ours: never forwarded upstream
-    if (flag.strip().lower() if isinstance(flag, str) else flag) in _TRUE:
+    if isinstance(flag, str):
+        flag = flag.strip().lower()
+    elif flag is not None and not isinstance(flag, bool | int | float):  # {} or [] are unhashable
+        raise InvalidRequest("'async' must be a boolean.", param="async", code="invalid_value")
+    if flag in _TRUE:
         return True
     prefer = header(request, b"prefer")
     if not prefer:

@@ -24,13 +24,17 @@ class LocalImageStore:
         ext = ext or sniff_format(data) or "png"
         name = f"{secrets.token_urlsafe(18)}.{ext}"
         tmp = self.root / f".{name}.tmp"
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except FileNotFoundError:  # the folder was removed while the gateway runs: make it again
+            self.ensure()
+            tmp.write_bytes(data)
         os.replace(tmp, self.root / name)  # readers never see a half-written file
         return name
 
     def path(self, name: str) -> Path | None:
         """The file for a public name, or None when unknown, expired or not a plain name."""
-        if "/" in name or "\\" in name or name.startswith("."):
+        if "/" in name or "\\" in name or "\0" in name or name.startswith("."):  # NUL: stat() raises ValueError
             return None
         p = self.root / name
         try:

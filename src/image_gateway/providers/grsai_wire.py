@@ -36,8 +36,9 @@ def fit_ratio(ratio: str, allowed: tuple[str, ...]) -> str:
     if ratio in allowed or ratio == "auto":
         return ratio
     w, _, h = ratio.replace("：", ":").partition(":")
-    if not (w.strip().isdigit() and h.strip().isdigit()) or not int(w) or not int(h):
-        raise InvalidRequest(f"'aspect_ratio' must look like 16:9, got {ratio!r}.", param="aspect_ratio",
+    # ASCII digits only ("²".isdigit() is true but int("²") raises), and few (int() of 5000 digits raises)
+    if not all(s.strip().isascii() and s.strip().isdigit() and len(s) <= 6 for s in (w, h)) or not int(w) or not int(h):
+        raise InvalidRequest(f"'aspect_ratio' must look like 16:9, got {ratio[:40]!r}.", param="aspect_ratio",
                              code="invalid_value")
     return nearest(int(w), int(h), allowed)
 

@@ -159,13 +159,18 @@ class MidjourneyProvider(HttpProvider):
     async def _reference_images(self, req: ImageRequest) -> list[str]:
         """Edit inputs as data URLs (`base64Array`); the mask has no Midjourney equivalent and is ignored."""
         out = []
-        for img in req.images:
+        for i, img in enumerate(req.images):
             if img.data is not None:
                 out.append(f"data:{img.content_type};base64,{base64.b64encode(img.data).decode()}")
             elif img.url and img.url.startswith("data:"):
                 out.append(img.url)
             elif img.url:  # the caller's URL: under the egress policy that admitted it, not our upstream session
-                data = await fetch_caller_image(img.url, "images", REQUEST_POLICY.get(), DOWNLOAD_MAX, 60.0)
+                try:
+                    data = await fetch_caller_image(img.url, "images", REQUEST_POLICY.get(), DOWNLOAD_MAX, 60.0)
+                except UpstreamError as e:  # the caller's URL failed, not the provider: a 400, not a 502
+                    why = e.message.replace("the generated image", "it").replace("generated image", "the image")
+                    raise InvalidRequest(f"Could not download reference image {i + 1}: {why}.", param="image",
+                                         code="invalid_image_url") from None
                 out.append(f"data:image/png;base64,{base64.b64encode(data).decode()}")
         return out
 

@@ -39,6 +39,27 @@ def aspect_ratio(size: str | None, ratio: Any = None) -> str | None:
     return f"{w // g}:{h // g}"
 
 
+def seed_of(raw: Any) -> int | None:
+    """The `--seed` for a `seed` field: None when absent or negative (-1 means "random" to several
+    clients); 400 unless an integer (or a string of ASCII digits) up to MAX_SEED."""
+    if raw is None or raw == "":
+        return None
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str):
+        text = raw.strip()
+        digits = text.removeprefix("-")
+        # isascii: "²".isdigit() is true but int("²") raises; past 10 digits it is out of range anyway.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 10:
+            value = int(text)
+    if value is None:
+        raise InvalidRequest("'seed' must be an integer.", param="seed", code="invalid_value")
+    if value > MAX_SEED:
+        raise InvalidRequest(f"'seed' must be at most {MAX_SEED}.", param="seed", code="invalid_value")
+    return value if value >= 0 else None
+
+
 def build_prompt(req: ImageRequest, version: str) -> str:
     """The caller's prompt plus the route's version and the mapped OpenAI parameters.
 
@@ -56,9 +77,9 @@ def build_prompt(req: ImageRequest, version: str) -> str:
         add.append("--q 2")
     if req.style == "natural" and "style" not in have:
         add.append("--style raw")
-    seed = req.extra.get("seed")
-    if isinstance(seed, int | str) and str(seed).isdigit() and int(seed) <= MAX_SEED and "seed" not in have:
-        add.append(f"--seed {int(seed)}")
+    seed = seed_of(req.extra.get("seed"))
+    if seed is not None and "seed" not in have:
+        add.append(f"--seed {seed}")
     neg = req.extra.get("negative_prompt")
     if isinstance(neg, str) and neg.strip() and "no" not in have:
         add.append("--no " + " ".join(neg.replace("--", " ").split()))

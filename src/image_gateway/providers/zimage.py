@@ -29,6 +29,7 @@ GENERATE_PATH = "/api/v1/generate_image"
 MIN_SIDE, MAX_SIDE = 64, 2048
 DEFAULT_RATIO = "1:1"
 MAX_N = 4
+MAX_INT = 2**63 - 1
 
 
 def snap8(value: int) -> int:
@@ -39,15 +40,24 @@ def snap8(value: int) -> int:
 def _int(raw: Any, name: str) -> int | None:
     if raw is None or raw == "":
         return None
+    value: int | None = None
     if isinstance(raw, bool):
+        pass
+    elif isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        digits = text.removeprefix("-")
+        # isascii: "²".isdigit() is true but int("²") raises (and int() of thousands of digits raises too).
+        if digits.isascii() and digits.isdigit() and len(digits) <= 19:
+            value = int(text)
+    if value is None:
         raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
-        return int(raw.strip())
-    raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")
+    if abs(value) > MAX_INT:  # larger ones overflow float arithmetic (snap8) and mean nothing upstream
+        raise InvalidRequest(f"'{name}' is out of range.", param=name, code="invalid_value")
+    return value
 
 
 def _float(raw: Any, name: str) -> float | None:
@@ -57,7 +67,7 @@ def _float(raw: Any, name: str) -> float | None:
         if isinstance(raw, bool):
             raise ValueError
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
         raise InvalidRequest(f"'{name}' must be a number.", param=name, code="invalid_value") from None
     if not math.isfinite(value):
         raise InvalidRequest(f"'{name}' must be a finite number.", param=name, code="invalid_value")
