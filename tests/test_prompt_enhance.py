@@ -351,6 +351,9 @@ def test_system_prompt_with_user_ratio() -> None:
         ('{"x": 1} ```json\n{"prompt": "d",}\n``` {"prompt": "e"}', ("d", None)),
         ('{"prompt": "f", "aspect_ratio": " 16 : 9 "} /* unterminated', ("f", "16:9")),
         ("[" * 5000 + '{"prompt": "g"}', ("g", None)),
+        # superscript digits pass str.isdigit() but not int(): not a ratio, never an exception
+        ('{"prompt": "h", "aspect_ratio": "²:1"}', ("h", None)),
+        ('{"prompt": "i", "aspect_ratio": "1:' + "9" * 5000 + '"}', ("i", None)),
     ],
 )
 def test_parse_llm_json(content: str, expected: tuple[str, str | None]) -> None:

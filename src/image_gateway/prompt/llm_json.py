@@ -120,7 +120,8 @@ def _normalise_ratio(value: Any) -> str | None:
     r = "".join(value.replace("：", ":").split())
     if ":" in r:
         w, _, h = r.partition(":")
-        if w.isdigit() and h.isdigit():
+        # isascii: "²".isdigit() is true but int("²") raises; a ratio side has at most 3 digits.
+        if w.isascii() and h.isascii() and w.isdigit() and h.isdigit() and len(w) <= 3 and len(h) <= 3:
             r = f"{int(w)}:{int(h)}"
     return r if r in RATIOS else None
 
