@@ -8,6 +8,7 @@ import os
 import sys
 
 from .config import ConfigError, load_config
+from .config.describe import describe
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -57,7 +58,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    print(json.dumps(cfg.describe(), indent=2, ensure_ascii=False, default=str))
+    print(json.dumps(describe(cfg), indent=2, ensure_ascii=False, default=str))
     return 0
 
 

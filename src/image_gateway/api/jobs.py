@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Route
+from ..core.settings import Route
 from ..core.types import ImageRequest, InputImage, Pending, ProviderResult
 from ..engine.jobs import CURRENT_JOB, Job, task_object
 from ..engine.webhooks import valid_url

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..core.settings import EnhanceSettings
 from ..core.types import ImageRequest, ProviderResult
 from ..errors import InvalidRequest, redact
 from ..providers.base import Provider
-from .enhance import EnhanceSettings, enhance
+from .enhance import enhance
 from .ratio import parse_ratio, ratio_to_size, strip_no_enhance
 
 if TYPE_CHECKING:
-    from ..config import Route
+    from ..core.settings import Route
     from ..runtime import Runtime
 
 # Sizes OpenAI's image models accept (protocols.md §1.1), by upstream model prefix.
