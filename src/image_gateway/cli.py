@@ -1,4 +1,4 @@
-"""`image-gateway serve | models | check-config`."""
+"""`image-gateway serve | models | check-config | docs`."""
 
 from __future__ import annotations
 
@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("models", "print the routes"), ("check-config", "validate and print the config")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    sub.add_parser("docs", help="print or --write .env.example and the README tables (docs --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["docs"]:  # its own options (config/docs.py)
+        from .config import docs
+
+        return docs.main(argv[1:])
     args = parser.parse_args(argv)
     if not getattr(args, "config", None):
         args.config = None
