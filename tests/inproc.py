@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from image_gateway.app import build_app
-from image_gateway.config import Config, load_config
+from image_gateway.config import load_config
+from image_gateway.core.settings import Config
 
 
 def config(workdir: Path, env: Mapping[str, str] | None = None, config_yaml: str | None = None) -> Config:

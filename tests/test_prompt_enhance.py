@@ -10,13 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from image_gateway.prompt.enhance import (
-    EnhanceResult,
-    EnhanceSettings,
-    build_system_prompt,
-    enhance,
-    parse_llm_json,
-)
+from image_gateway.core.settings import EnhanceSettings
+from image_gateway.prompt.enhance import EnhanceResult, build_system_prompt, enhance, parse_llm_json
 from image_gateway.prompt.ratio import RATIOS
 from tests.upstreams import fake_llm
 from tests.upstreams.base import FakeServer

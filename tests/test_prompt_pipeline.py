@@ -14,9 +14,9 @@ import aiohttp
 import openai
 import pytest
 
+from image_gateway.core.settings import EnhanceSettings
 from image_gateway.core.types import GeneratedImage, ImageRequest, ProviderResult
 from image_gateway.errors import InvalidRequest
-from image_gateway.prompt.enhance import EnhanceSettings
 from image_gateway.prompt.pipeline import enhance_wanted, flag, prepare, size_for_ratio
 from image_gateway.providers.base import Provider
 from image_gateway.providers.demo import DemoProvider

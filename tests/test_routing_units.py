@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from image_gateway.config import ConfigError, load_config
+from image_gateway.core.settings import KeyLimit
 from image_gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from image_gateway.routing.deployments import Pool, pick
 from image_gateway.routing.health import CLOSED, HALF_OPEN, OPEN, Health
 from image_gateway.routing.limits import Limiter
 from image_gateway.routing.policy import Verdict, backoff_s, classify, retry_after_s
-from image_gateway.routing.settings import KeyLimit
 
 
 def test_breaker_opens_half_opens_with_one_probe_and_closes() -> None:

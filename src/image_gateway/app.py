@@ -18,7 +18,8 @@ from .api import admin, chat, health, images, models, tasks
 from .api.cors import CORS
 from .api.errors import gateway_error_handler, http_error_handler
 from .api.middleware import Handler, RequestContext
-from .config import Config, load_config
+from .config import load_config
+from .core.settings import Config
 from .errors import GatewayError
 from .logs import flush_logging, setup_logging
 from .reload import Reloader

@@ -1,4 +1,4 @@
-"""`image-gateway serve | models | check-config`."""
+"""`image-gateway serve | models | check-config | docs`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 
 from .config import ConfigError, load_config
+from .config.describe import describe
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -57,7 +58,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    print(json.dumps(cfg.describe(), indent=2, ensure_ascii=False, default=str))
+    print(json.dumps(describe(cfg), indent=2, ensure_ascii=False, default=str))
     return 0
 
 
@@ -74,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("models", "print the routes"), ("check-config", "validate and print the config")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    sub.add_parser("docs", help="print or --write .env.example and the README tables (docs --help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["docs"]:  # its own options (config/docs.py)
+        from .config import docs
+
+        return docs.main(argv[1:])
     args = parser.parse_args(argv)
     if not getattr(args, "config", None):
         args.config = None

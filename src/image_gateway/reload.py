@@ -20,7 +20,8 @@ import signal
 from typing import Any
 
 from . import metrics
-from .config import Config, ConfigError, load_config
+from .config import load_config
+from .core.settings import Config, ConfigError
 from .logs import update_secrets
 from .routing.deployments import Pool
 from .routing.router import Router

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from .config import Config
+from .core.settings import Config
 from .engine.engine import Engine
 from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender

@@ -7,7 +7,7 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import ConfigError
+from ..core.settings import ConfigError
 from ..errors import AuthError, GatewayError
 from ..reload import Reloader
 from ..runtime import Runtime

@@ -7,7 +7,7 @@ import hmac
 
 from starlette.requests import Request
 
-from ..config import Config
+from ..core.settings import Config
 from ..errors import AuthError
 from ..routing.keys import KeySource
 from .body import has_control, header

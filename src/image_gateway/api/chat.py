@@ -24,7 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..config import Route
+from ..core.settings import Route
 from ..core.types import ImageRequest, InputImage, Progress, ProviderResult
 from ..errors import GatewayError, InvalidRequest
 from ..media.egress import check_param, policy_for

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..config import Route
+from ..core.settings import Route
 from ..core.types import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery

@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..config import Route
+from ..core.settings import Route, truthy
 from ..core.types import ImageRequest, InputImage, Pending, ProviderResult
 from ..engine.jobs import CURRENT_JOB, Job, task_object
 from ..engine.webhooks import valid_url
@@ -34,16 +34,13 @@ from .body import header
 from .owner import fingerprint
 
 log = logging.getLogger("image_gateway.tasks")
-_TRUE = {True, "true", "1", "yes", "on"}  # (1 == True)
 
 
 def wants_async(request: Request, req: ImageRequest) -> bool:
     flag = req.extra.pop("async", None)  # ours: never forwarded upstream
-    if isinstance(flag, str):
-        flag = flag.strip().lower()
-    elif flag is not None and not isinstance(flag, bool | int | float):  # {} or [] are unhashable
+    if flag is not None and not isinstance(flag, str | bool | int | float):
         raise InvalidRequest("'async' must be a boolean.", param="async", code="invalid_value")
-    if flag in _TRUE:
+    if truthy(flag) is True:
         return True
     prefer = header(request, b"prefer")
     if not prefer:

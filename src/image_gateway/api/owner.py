@@ -12,7 +12,7 @@ import hmac
 
 from starlette.requests import Request
 
-from ..config import Config
+from ..core.settings import Config
 from ..runtime import Runtime
 from .auth import bearer
 from .body import header

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..core.settings import Config
 from ..media.egress import STRICT, EgressPolicy, EgressRefused, guarded_session, refused_by_policy
 
 log = logging.getLogger("image_gateway.webhooks")
@@ -35,8 +36,10 @@ def valid_url(url: str) -> bool:
 
 
 class WebhookSender:
-    def __init__(self, secret: str | None = None, attempts: int = 5, backoff_s: float = 1.0,
-                 timeout_s: float = 10.0, policy: Callable[[], EgressPolicy] = lambda: STRICT) -> None:
+    # Defaults are Config's (declared once in core/settings.py).
+    def __init__(self, secret: str | None = None, attempts: int = Config.webhook_attempts,
+                 backoff_s: float = Config.webhook_backoff_s, timeout_s: float = 10.0,
+                 policy: Callable[[], EgressPolicy] = lambda: STRICT) -> None:
         self.secret = secret
         self.policy = policy  # read per connection: a config reload's allowlist applies
         self.attempts = max(1, attempts)

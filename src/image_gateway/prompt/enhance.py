@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from ..errors import mask_key
+from ..core.settings import EnhanceSettings
 from .llm_json import parse_llm_json
 from .ratio import RATIOS
 
@@ -32,39 +32,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o-mini"
 MAX_RESPONSE_BYTES = 1 << 20  # an enhanced prompt is ~1 KB; refuse to buffer anything huge
 _REASON_MAX = 300
-
-
-@dataclass(frozen=True, repr=False)
-class EnhanceSettings:
-    api_key: str | None
-    base_url: str = DEFAULT_BASE_URL
-    model: str = DEFAULT_MODEL
-    timeout_s: float = 10.0
-
-    def __repr__(self) -> str:
-        key = "None" if self.api_key is None else repr(mask_key(self.api_key))
-        return (
-            f"EnhanceSettings(api_key={key}, base_url={self.base_url!r}, "
-            f"model={self.model!r}, timeout_s={self.timeout_s!r})"
-        )
-
-    __str__ = __repr__
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.api_key)
-
-    @property
-    def url(self) -> str:
-        """The chat-completions URL; a base URL that already ends in /chat/completions is kept."""
-        base = self.base_url.rstrip("/")
-        if base.endswith("/chat/completions"):
-            return base
-        return base + "/chat/completions"
 
 
 @dataclass(frozen=True)

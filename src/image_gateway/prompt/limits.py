@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.settings import DEFAULT_MAX_PROMPT_CHARS
 from ..errors import InvalidRequest
 
-DEFAULT_MAX_PROMPT_CHARS = 32000
 # By upstream model prefix, for routes of the `openai` provider.
 OPENAI_MAX_PROMPT_CHARS: tuple[tuple[str, int], ...] = (("dall-e-2", 1000), ("dall-e-3", 4000))
 

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..core.settings import EnhanceSettings, truthy
 from ..core.types import ImageRequest, ProviderResult
 from ..errors import InvalidRequest, redact
 from ..providers.base import Provider
-from .enhance import EnhanceSettings, enhance
+from .enhance import enhance
 from .ratio import parse_ratio, ratio_to_size, strip_no_enhance
 
 if TYPE_CHECKING:
-    from ..config import Route
+    from ..core.settings import Route
     from ..runtime import Runtime
 
 # Sizes OpenAI's image models accept (protocols.md §1.1), by upstream model prefix.
@@ -37,7 +38,6 @@ OPENAI_SIZES: dict[str, tuple[str, ...]] = {
 }
 # Body fields that fix the picture's shape: when present, no ratio from the prompt or LLM applies.
 SIZE_FIELDS = ("width", "height", "aspect_ratio", "aspectRatio")
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 @dataclass(slots=True)
@@ -58,11 +58,7 @@ class PromptPlan:
 
 def flag(value: Any) -> bool | None:
     """`enhance` as JSON (true/false) or as a form field ("true", "0", ...); None when absent or unclear."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    return None
+    return truthy(value) if isinstance(value, bool | str) else None
 
 
 def enhance_wanted(asked: Any, options: Mapping[str, Any], default: bool) -> bool:

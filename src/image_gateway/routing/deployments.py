@@ -18,7 +18,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..config import Config, ProviderSettings, Route
+from ..core.settings import Config, ProviderSettings, Route
 from ..providers.base import Provider
 from ..providers.registry import PROVIDER_CLASSES
 from .health import OPEN, Health

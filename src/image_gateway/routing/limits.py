@@ -18,8 +18,8 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import metrics
+from ..core.settings import KeyLimit
 from ..schemas.responses import encode
-from .settings import KeyLimit
 
 _MAX_BUCKETS = 10_000
 

@@ -19,9 +19,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from ..core.settings import truthy
 from ..errors import GatewayError, UpstreamTimeout
-
-_TRUE = {True, "true", "yes", "on", "1"}
 
 
 class Verdict(enum.Enum):
@@ -32,8 +31,7 @@ class Verdict(enum.Enum):
 
 
 def flag(options: Mapping[str, Any], name: str) -> bool:
-    v = options.get(name, False)
-    return (v.lower() if isinstance(v, str) else v) in _TRUE
+    return truthy(options.get(name, False)) is True
 
 
 def maybe_billed(err: GatewayError) -> bool:

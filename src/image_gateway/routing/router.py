@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 from .. import metrics
-from ..config import Config, Route
+from ..core.settings import Config, Route
 from ..core.types import CallContext, ImageRequest, ProviderEvent, ProviderResult
 from ..engine.engine import Engine
 from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub

@@ -1,7 +1,6 @@
 """The routing parts of the YAML file: per-route deployments and per-key rate limits.
 
-Kept apart from config.py so that module stays about env/YAML plumbing. Nothing here imports
-the rest of the gateway (config.py imports this module).
+The values they become are in core/settings.py; errors are ConfigError naming the setting.
 
 ```yaml
 routes:
@@ -22,85 +21,54 @@ limits:                               # per gateway key (or per caller key when 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class SettingsError(ValueError):
-    """Raised with a message naming the offending setting; config.py re-raises it as ConfigError."""
-
-
-@dataclass(frozen=True)
-class DeploymentSettings:
-    """One upstream account/base URL of a route. Unset fields inherit the provider's settings."""
-
-    label: str
-    base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    timeout_s: float | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class KeyLimit:
-    rpm: float = 0.0  # requests per minute; 0 = unlimited
-    concurrent: int = 0  # jobs in flight; 0 = unlimited
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    default: KeyLimit = field(default_factory=KeyLimit)
-    per_key: Mapping[str, KeyLimit] = field(default_factory=dict, repr=False)  # key -> override
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.default.rpm or self.default.concurrent or self.per_key)
-
-    def for_key(self, key: str) -> KeyLimit:
-        return self.per_key.get(key, self.default)
+from ..core.settings import ConfigError, DeploymentSettings, KeyLimit, LimitSettings
+from .parse import is_ref
 
 
 def check_key_refs(doc: Mapping[str, Any]) -> None:
-    """Before ${VAR} expansion: deployment and limit keys must be references, never literals."""
+    """Before ${VAR} expansion: provider, deployment and limit keys must be references, never literals."""
+    for pname, p in (doc.get("providers") or {}).items():
+        raw = p.get("api_key") if isinstance(p, dict) else None
+        if raw is not None and not is_ref(raw):
+            raise ConfigError(f"providers.{pname}.api_key must be a ${{VAR}} reference, not a literal key")
     for item in doc.get("routes") or []:
         if not isinstance(item, dict):
             continue
         for i, dep in enumerate(item.get("deployments") or []):
             raw = dep.get("api_key") if isinstance(dep, dict) else None
-            if raw is not None and not REF.fullmatch(str(raw)):
-                raise SettingsError(f"route {item.get('name')}: deployments[{i}].api_key must be a ${{VAR}} "
-                                    "reference, not a literal key")
+            if raw is not None and not is_ref(raw):
+                raise ConfigError(f"route {item.get('name')}: deployments[{i}].api_key must be a ${{VAR}} "
+                                  "reference, not a literal key")
     limits = doc.get("limits") or {}
     for i, entry in enumerate((limits.get("keys") if isinstance(limits, dict) else None) or []):
         raw = entry.get("key") if isinstance(entry, dict) else None
-        if raw is None or not REF.fullmatch(str(raw)):
-            raise SettingsError(f"limits.keys[{i}].key must be a ${{VAR}} reference, not a literal key")
+        if raw is None or not is_ref(raw):
+            raise ConfigError(f"limits.keys[{i}].key must be a ${{VAR}} reference, not a literal key")
 
 
 def parse_deployments(route: str, provider: str, raw: Any) -> tuple[DeploymentSettings, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise SettingsError(f"route {route}: deployments must be a list")
+        raise ConfigError(f"route {route}: deployments must be a list")
     out: list[DeploymentSettings] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise SettingsError(f"route {route}: deployments[{i}] must be a mapping")
+            raise ConfigError(f"route {route}: deployments[{i}] must be a mapping")
         d = dict(item)
         label = str(d.pop("name", None) or f"{provider}#{i + 1}")
         if any(x.label == label for x in out):
-            raise SettingsError(f"route {route}: two deployments are named {label!r}")
+            raise ConfigError(f"route {route}: two deployments are named {label!r}")
         base_url = d.pop("base_url", None)
         key = d.pop("api_key", None)
         timeout = d.pop("timeout_s", None)
         try:
             timeout_f = float(timeout) if timeout is not None else None
         except (TypeError, ValueError):
-            raise SettingsError(f"route {route}: deployments[{i}].timeout_s must be a number") from None
+            raise ConfigError(f"route {route}: deployments[{i}].timeout_s must be a number") from None
         out.append(DeploymentSettings(label, str(base_url).rstrip("/") if base_url else None, str(key or "") or None,
                                       timeout_f, d))
     return tuple(out)
@@ -111,9 +79,9 @@ def _key_limit(where: str, raw: Mapping[str, Any]) -> KeyLimit:
         rpm = float(raw.get("rpm", 0) or 0)
         concurrent = int(raw.get("concurrent", 0) or 0)
     except (TypeError, ValueError):
-        raise SettingsError(f"{where}: rpm and concurrent must be numbers") from None
+        raise ConfigError(f"{where}: rpm and concurrent must be numbers") from None
     if rpm < 0 or concurrent < 0:
-        raise SettingsError(f"{where}: rpm and concurrent must not be negative")
+        raise ConfigError(f"{where}: rpm and concurrent must not be negative")
     return KeyLimit(rpm, concurrent)
 
 
@@ -121,15 +89,15 @@ def parse_limits(raw: Any) -> LimitSettings:
     if raw is None:
         return LimitSettings()
     if not isinstance(raw, dict):
-        raise SettingsError("limits must be a mapping")
+        raise ConfigError("limits must be a mapping")
     unknown = set(raw) - {"rpm", "concurrent", "keys"}
     if unknown:
-        raise SettingsError(f"limits: unknown field(s) {sorted(unknown)}; known: concurrent, keys, rpm")
+        raise ConfigError(f"limits: unknown field(s) {sorted(unknown)}; known: concurrent, keys, rpm")
     default = _key_limit("limits", raw)
     per_key: dict[str, KeyLimit] = {}
     for i, entry in enumerate(raw.get("keys") or []):
         if not isinstance(entry, dict) or not entry.get("key"):
-            raise SettingsError(f"limits.keys[{i}] needs a key (an empty ${{VAR}} is not set in the environment)")
+            raise ConfigError(f"limits.keys[{i}] needs a key (an empty ${{VAR}} is not set in the environment)")
         per_key[str(entry["key"])] = _key_limit(f"limits.keys[{i}]", {"rpm": default.rpm,
                                                                        "concurrent": default.concurrent, **entry})
     return LimitSettings(default, per_key)
