@@ -30,7 +30,7 @@ _PAGE_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nos
 _DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Image AIGC Gateway – API docs</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/web/swagger-ui/swagger-ui.css"></head>
+<link rel="stylesheet" href="/web/swagger-ui/swagger-ui.css"><link rel="icon" href="data:,"></head>
 <body><p style="font:14px sans-serif;margin:8px 16px"><a href="/">Playground</a> ·
 <a href="/openapi.json">openapi.json</a></p><div id="swagger-ui"></div>
 <script src="/web/swagger-ui/swagger-ui-bundle.js"></script><script src="/web/docs.js"></script></body></html>
