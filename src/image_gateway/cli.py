@@ -1,4 +1,4 @@
-"""`image-gateway serve | models | check-config`."""
+"""`image-gateway serve | models | check-config | generate | tasks` (the last two: cli_generate.py, cli_tasks.py)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_parent() -> argparse.ArgumentParser:
+    """Options of the commands that talk to a gateway (generate, tasks)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config file for in-process mode (else $GATEWAY_CONFIG)")
+    common.add_argument("--url", help="a running gateway (else in-process on the local configuration)")
+    common.add_argument("--key", help="gateway key, or your own provider key (else $IMAGE_GATEWAY_KEY)")
+    common.add_argument("--provider-key", help="sent as X-Provider-Key")
+    common.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the gateway")
+    return common
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from .cli_client import CommandError, Target
+
+    key = args.key or os.environ.get("IMAGE_GATEWAY_KEY") or None
+    cfg = None
+    if not args.url:
+        cfg = _load(args)
+        if key is None and cfg.gateway_keys:  # in-process on your own config: its own key will do
+            key = sorted(cfg.gateway_keys)[0]
+    try:
+        return int(args.func(args, Target(args.url, key, args.provider_key, args.timeout), cfg))
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image-gateway", description="OpenAI-compatible image gateway")
     parser.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
@@ -74,7 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("models", "print the routes"), ("check-config", "validate and print the config")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
+    from . import cli_generate, cli_tasks
+
+    common = _client_parent()
+    cli_generate.add_parser(sub, common)
+    cli_tasks.add_parser(sub, common)
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return _run_client(args)
     if not getattr(args, "config", None):
         args.config = None
     cmd = args.cmd or "serve"
