@@ -103,11 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("models", "print the routes"), ("check-config", "validate and print the config")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
-    from . import cli_generate, cli_tasks
+    words = sys.argv[1:] if argv is None else argv
+    if "generate" in words or "tasks" in words:
+        from . import cli_generate, cli_tasks  # (httpx, tqdm: not loaded for `serve`, whose start-up they'd slow)
 
-    common = _client_parent()
-    cli_generate.add_parser(sub, common)
-    cli_tasks.add_parser(sub, common)
+        common = _client_parent()
+        cli_generate.add_parser(sub, common)
+        cli_tasks.add_parser(sub, common)
+    else:  # listed in --help all the same
+        sub.add_parser("generate", help="generate (or edit) images, with a progress bar")
+        sub.add_parser("tasks", help="list, show or cancel async tasks")
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is not None:
         return _run_client(args)

@@ -38,8 +38,7 @@ _DOCS_HTML = """<!doctype html>
 
 
 async def openapi_json(request: Request) -> Response:
-    return Response(openapi.document_bytes(), media_type="application/json",
-                    headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"})
+    return Response(openapi.document_bytes(), media_type="application/json", headers={"Cache-Control": "no-cache"})
 
 
 async def docs(request: Request) -> Response:
