@@ -67,7 +67,16 @@ def test_generate_against_a_running_gateway_follows_partial_images(gateway: Gate
     assert "partial image 1" in r.stderr and "partial image 2" in r.stderr
     sent = fake_openai.last_request(openai_upstream.state).json
     assert sent["stream"] is True and sent["partial_images"] == 2 and sent["prompt"] == "a sea otter"
-    gw.assert_secret_absent(GATEWAY_KEY, UPSTREAM_KEY, extra_texts=[r.stdout, r.stderr])
+    # An edit with a mask: both files reach the upstream.
+    src, mask = _png(tmp_path / "in.png", (200, 0, 0, 255)), _png(tmp_path / "m.png", (0, 0, 0, 0))
+    r2 = run("generate", "--url", gw.url, "--key", GATEWAY_KEY, "--model", "gpt-image-1", "--prompt", "a hat",
+             "--image", str(src), "--mask", str(mask), "--size", "64x64", "-o", str(tmp_path / "hat.png"),
+             cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    rec = fake_openai.last_request(openai_upstream.state)
+    assert rec.files["image"][0][2] == src.read_bytes() and rec.files["mask"][0][2] == mask.read_bytes()
+    assert rec.form["prompt"] == ["a hat"] and _image(tmp_path / "hat.png").size == (64, 64)
+    gw.assert_secret_absent(GATEWAY_KEY, UPSTREAM_KEY, extra_texts=[r.stdout, r.stderr, r2.stdout, r2.stderr])
 
 
 def test_generate_in_process_on_the_local_configuration(tmp_path: Path) -> None:
