@@ -27,6 +27,7 @@ lint: $(TSTAMP)
 	$(BIN)/mypy
 
 test: $(TSTAMP) lint
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)  # the browser tests (Debian's)
 	$(BIN)/pytest -n auto --dist loadfile
 
 bench: $(TSTAMP)

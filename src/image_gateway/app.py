@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import gc_tuning, metrics
-from .api import admin, chat, health, images, models, tasks
+from .api import admin, admin_tasks, chat, health, images, models, tasks, web
 from .api.cors import CORS
-from .api.errors import gateway_error_handler, http_error_handler
+from .api.errors import error_body, gateway_error_handler, http_error_handler
 from .api.middleware import Handler, RequestContext
 from .config import load_config
 from .core.settings import Config
@@ -27,6 +29,14 @@ from .routing.limits import RateLimitMiddleware
 from .runtime import Runtime
 
 log = logging.getLogger("image_gateway")
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug in a Starlette-routed endpoint: answer OpenAI-shaped (Starlette's own 500 is plain text).
+    Starlette re-raises after this, so RequestContext (api/middleware.py) logs it with the request id."""
+    body = error_body("The gateway hit an internal error; it has been logged with this request's id.",
+                      "server_error", "internal_error")
+    return Response(body, status_code=500, media_type="application/json")
 
 
 def build_app(cfg: Config) -> RequestContext:
@@ -70,6 +80,8 @@ def build_app(cfg: Config) -> RequestContext:
         Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/admin/reload", admin.reload, methods=["POST"]),
         Route("/admin/deployments", admin.deployments, methods=["GET"]),
+        Route("/admin/tasks", admin_tasks.list_tasks, methods=["GET"]),
+        *web.ROUTES,  # /openapi.json, /docs, the playground at /
     ]
     middleware = [
         Middleware(CORS, allow_origins=list(cfg.cors_origins), allow_methods=["*"], allow_headers=["*"],
@@ -79,7 +91,8 @@ def build_app(cfg: Config) -> RequestContext:
         Middleware(RateLimitMiddleware),  # per-key rpm / concurrency; a no-op unless `limits:` is set
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler})
+                    exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler,
+                                        Exception: internal_error_handler})
     app.state.rt = rt
     app.state.reloader = reloader
     # The hot routes skip Starlette's router (see api/middleware.py); the rest goes through it.

@@ -1,4 +1,4 @@
-"""`image-gateway serve | models | check-config | docs`."""
+"""`image-gateway serve | models | check-config | docs | generate | tasks` (generate, tasks: cli_*.py)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,35 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_parent() -> argparse.ArgumentParser:
+    """Options of the commands that talk to a gateway (generate, tasks)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML config file for in-process mode (else $GATEWAY_CONFIG)")
+    common.add_argument("--url", help="a running gateway (else in-process on the local configuration)")
+    common.add_argument("--key", help="gateway key, or your own provider key (else $IMAGE_GATEWAY_KEY)")
+    common.add_argument("--provider-key", help="sent as X-Provider-Key")
+    common.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the gateway")
+    return common
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from .cli_client import CommandError, Target
+
+    key = args.key or os.environ.get("IMAGE_GATEWAY_KEY") or None
+    cfg = None
+    if not args.url:
+        cfg = _load(args)
+        if key is None and cfg.gateway_keys:  # in-process on your own config: its own key will do
+            key = sorted(cfg.gateway_keys)[0]
+    try:
+        return int(args.func(args, Target(args.url, key, args.provider_key, args.timeout), cfg))
+    except CommandError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image-gateway", description="OpenAI-compatible image gateway")
     parser.add_argument("--config", help="YAML config file (else $GATEWAY_CONFIG)")
@@ -81,7 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         from .config import docs
 
         return docs.main(argv[1:])
+    if "generate" in argv or "tasks" in argv:
+        from . import cli_generate, cli_tasks  # (httpx, tqdm: not loaded for `serve`, whose start-up they'd slow)
+
+        common = _client_parent()
+        cli_generate.add_parser(sub, common)
+        cli_tasks.add_parser(sub, common)
+    else:  # listed in --help all the same
+        sub.add_parser("generate", help="generate (or edit) images, with a progress bar")
+        sub.add_parser("tasks", help="list, show or cancel async tasks")
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return _run_client(args)
     if not getattr(args, "config", None):
         args.config = None
     cmd = args.cmd or "serve"

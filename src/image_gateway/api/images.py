@@ -33,7 +33,9 @@ _OWN = FIELDS | {"images", "image", "mask"}
 
 def build_request(rt: Runtime, op: Operation, raw: dict[str, Any], strict: bool) -> tuple[ImageRequest, Route]:
     """Validate once: route defaults fill what the caller left out, then every field is checked."""
-    model = raw.get("model") or rt.cfg.default_model
+    model = raw.get("model")
+    if model is None or model == "":  # (not `or`: a falsy non-string such as {} is a 400, not the default)
+        model = rt.cfg.default_model
     if not isinstance(model, str):
         raise InvalidRequest("'model' must be a string.", param="model")
     route = rt.router.resolve(model)
@@ -90,7 +92,7 @@ async def parse(request: Request, rt: Runtime, op: Operation) -> tuple[ImageRequ
         if op == "edit":
             items = images if isinstance(images, list) else [images] if images else []
             req.images = [_json_image(it, "images") for it in items]
-            req.mask = _json_image(mask, "mask") if mask else None
+            req.mask = _json_image(mask, "mask") if mask is not None else None
     if op != "generate" and not req.images:
         raise InvalidRequest("'image' is required: send at least one image file.", param="image",
                              code="missing_required_parameter")

@@ -151,8 +151,12 @@ async def task_events(request: Request) -> Response:
                              headers=sse.HEADERS)
 
 
+async def task(request: Request) -> Response:
+    """One route for both methods, so a 405 on it lists both in `Allow`."""
+    return await (cancel_task if request.method == "DELETE" else get_task)(request)
+
+
 ROUTES = [
-    Route("/v1/images/tasks/{task_id}", get_task, methods=["GET"]),
-    Route("/v1/images/tasks/{task_id}", cancel_task, methods=["DELETE"]),
+    Route("/v1/images/tasks/{task_id}", task, methods=["GET", "DELETE"]),
     Route("/v1/images/tasks/{task_id}/events", task_events, methods=["GET"]),
 ]

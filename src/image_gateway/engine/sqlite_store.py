@@ -151,3 +151,8 @@ class SqliteTaskStore:
                 return cur.rowcount
 
         return await asyncio.to_thread(run)
+
+    async def recent(self, limit: int, status: str | None = None) -> list[TaskRecord]:
+        where, args = ("WHERE status = ? ", (status, limit)) if status else ("", (limit,))
+        rows = await asyncio.to_thread(self._call, f"{_SELECT} {where}ORDER BY created DESC LIMIT ?", args)
+        return [_record(r) for r in rows]

@@ -74,6 +74,10 @@ class TaskStore(Protocol):
         """Delete terminal records last updated before `older_than` (unix seconds); return how many."""
         ...
 
+    async def recent(self, limit: int, status: str | None = None) -> list[TaskRecord]:
+        """The newest `limit` records (by creation), optionally of one status (GET /admin/tasks)."""
+        ...
+
 
 class MemoryTaskStore:
     """A TaskStore in a dict: for tests and for running without a data directory."""
@@ -105,3 +109,7 @@ class MemoryTaskStore:
         for k in gone:
             del self.rows[k]
         return len(gone)
+
+    async def recent(self, limit: int, status: str | None = None) -> list[TaskRecord]:
+        rows = [r for r in self.rows.values() if status is None or r.status == status]
+        return sorted(rows, key=lambda r: r.created, reverse=True)[:limit]
