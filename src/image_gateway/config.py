@@ -76,6 +76,7 @@ class Config:
     port: int = 3000
     gateway_keys: frozenset[str] = field(default_factory=frozenset, repr=False)
     admin_key: str | None = field(default=None, repr=False)
+    metrics_key: str | None = field(default=None, repr=False)  # GET /metrics (the admin key works too)
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)  # by name
     aliases: Mapping[str, str] = field(default_factory=dict)  # alias -> route name
@@ -102,6 +103,8 @@ class Config:
     task_ttl_s: float = 7 * 24 * 3600.0  # finished async tasks are kept this long
     instance: str = ""  # a label for this process in /health (which of several answered)
     gc_gen0_threshold: int = 20_000  # see gc_tuning.py; 0 keeps Python's default (700)
+    header_timeout_s: float = 10.0  # a connection that has not sent a request's headers by then is closed (0 = off)
+    max_connections: int = 2048  # open connections per worker; past it, requests get 503 (server.py)
     config_path: Path | None = None
 
     def resolve(self, model: str) -> Route | None:
@@ -117,7 +120,7 @@ class Config:
         out += [d.api_key for r in self.routes.values() for d in r.deployments if d.api_key]
         out += list(self.limits.per_key)
         out += list(self.gateway_keys)
-        out += [k for k in (self.admin_key, self.enhance.api_key, self.webhook_secret) if k]
+        out += [k for k in (self.admin_key, self.metrics_key, self.enhance.api_key, self.webhook_secret) if k]
         return out
 
     def describe(self) -> dict[str, Any]:
@@ -127,6 +130,9 @@ class Config:
             "config_file": str(self.config_path) if self.config_path else None,
             "gateway_keys": [mask_key(k) for k in sorted(self.gateway_keys)],
             "admin_key": mask_key(self.admin_key) if self.admin_key else None,
+            "metrics_key": mask_key(self.metrics_key) if self.metrics_key else None,
+            "header_timeout_s": self.header_timeout_s,
+            "max_connections": self.max_connections,
             "public_base_url": self.public_base_url,
             "data_dir": str(self.data_dir),
             "image_ttl_s": self.image_ttl_s,
@@ -332,6 +338,10 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         port = int(env.get("PORT") or server.get("port") or 3000)
     except ValueError:
         raise ConfigError(f"PORT must be an integer, got {env.get('PORT')!r}") from None
+    header_timeout_s = _num(env, "HEADER_TIMEOUT_S", float(server.get("header_timeout_s", 10)))
+    max_connections = int(_num(env, "MAX_CONNECTIONS", float(server.get("max_connections", 2048))))
+    if header_timeout_s < 0 or max_connections < 1:
+        raise ConfigError("HEADER_TIMEOUT_S must be >= 0 (0 = off) and MAX_CONNECTIONS >= 1")
     cors = env.get("CORS_ORIGINS")
     cors_origins = tuple(o.strip() for o in cors.split(",") if o.strip()) if cors is not None else tuple(
         server.get("cors_origins") or ("*",))
@@ -340,6 +350,7 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         port=port,
         gateway_keys=frozenset(gw_keys),
         admin_key=env.get("ADMIN_API_KEY") or None,
+        metrics_key=env.get("METRICS_API_KEY") or None,
         providers=providers,
         routes=routes,
         aliases=aliases,
@@ -366,5 +377,7 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
         task_ttl_s=_num(env, "TASK_TTL_S", float(server.get("task_ttl_s", 7 * 24 * 3600))),
         instance=env.get("GATEWAY_INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         gc_gen0_threshold=int(_num(env, "GC_GEN0_THRESHOLD", float(server.get("gc_gen0_threshold", 20_000)))),
+        header_timeout_s=header_timeout_s,
+        max_connections=max_connections,
         config_path=path,
     )
