@@ -98,6 +98,11 @@ def test_oversized_headers_get_431_and_the_connection_closed(gateway: GatewayFac
     assert status == 431 and headers["content-type"] == "application/json"
     assert json.loads(body)["error"]["code"] == "headers_too_large"
     assert _seconds_until_closed(s) < 4.0
+    # No route speaks WebSocket: an Upgrade request is answered as plain HTTP.
+    ws = _connect(gw)
+    ws.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert _read_response(ws)[0] == 200
     # Headers of ordinary size, and a large body after them, are fine.
     assert httpx.get(gw.url + "/health", headers={"X-Ok": "b" * 8000}).status_code == 200
     big = {"model": "demo", "prompt": "x" * 200_000, "size": "64x64"}
