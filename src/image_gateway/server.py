@@ -19,15 +19,12 @@ forever; and its `--limit-concurrency` answers a plain-text 503. Here:
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import metrics
 from .api.errors import error_body
-
-log = logging.getLogger("image_gateway.server")
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers; nginx's default allows 32 KiB, Node's 16 KiB
 
@@ -102,12 +99,13 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _feed_overloaded(self, data: bytes) -> None:
         """Parse as usual, but a request whose headers complete now is answered 503 (and closed)."""
+        before = self.cycle
         self.app = _overloaded  # uvicorn reads self.app when the headers are complete
         try:
             HttpToolsProtocol.data_received(self, data)
         finally:
             self.app = self.config.loaded_app
-        if self.cycle is not None and not self.cycle.response_complete:
+        if self.cycle is not before:  # a request (or more, pipelined) got the 503
             metrics.OVER_CAPACITY.inc()
 
 
