@@ -1,22 +1,33 @@
 # Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Both install the exact versions in the lock files, every file checked against its hash
+# (requirements.lock: the gateway; requirements-test.lock: the gateway and its tests/linters).
+# `make lock` is the one way to regenerate them (README, "Dependencies").
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
+# pip-installs the locked set, then the project itself without touching its dependencies; the
+# build backend (setuptools) comes from the lock too, not fetched unpinned by build isolation.
+PIP_LOCKED = $(BIN)/pip install -q --disable-pip-version-check --require-hashes -r
+PIP_SELF   = $(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+UV_VERSION := 0.13.8
+UV_COMPILE  = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+              --custom-compile-command 'make lock' $(LOCK_FLAGS)
 
-.PHONY: run test lint bench bench-peers clean
+.PHONY: run test lint bench bench-peers lock lock-upgrade clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
+	$(PIP_LOCKED) requirements.lock
+	$(PIP_SELF)
 	touch $@
 
-$(TSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(TSTAMP): requirements-test.lock pyproject.toml | $(BIN)/python
+	$(PIP_LOCKED) requirements-test.lock
+	$(PIP_SELF)
 	touch $@ $(STAMP)
 
 run: $(STAMP)
@@ -35,6 +46,18 @@ bench: $(TSTAMP)
 
 bench-peers: $(TSTAMP)
 	$(BIN)/python bench/run.py --peers
+
+# Regenerate both lock files from pyproject.toml (dependencies, the test extra, the build backend),
+# keeping the pinned versions that still fit; `make lock-upgrade` moves everything to the newest.
+# The test lock is constrained by the runtime lock, so `make run` gets the versions `make test` ran.
+lock: | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' > $(VENV)/build-system.in
+	$(UV_COMPILE) pyproject.toml $(VENV)/build-system.in -o requirements.lock
+	$(UV_COMPILE) pyproject.toml $(VENV)/build-system.in --extra test -c requirements.lock -o requirements-test.lock
+
+lock-upgrade:
+	$(MAKE) lock LOCK_FLAGS=--upgrade
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
 
 COOL = "router: {retries: 0, cooldown_failures: 2, cooldown_s: 1}\n"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /ready lists providers for an operator key only
 
 
 def _state(gw, route: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
@@ -30,7 +31,7 @@ routes:
     deployments: [{{name: main, base_url: "{a.url}/v1", api_key: "${{OPENAI_KEY_MAIN}}"}}]
 """
     gw = gateway({"OPENAI_KEY_MAIN": UPSTREAM_KEY, "ADMIN_API_KEY": ADMIN_KEY}, config_yaml=yaml)
-    assert "openai" in httpx.get(gw.url + "/ready").json()["providers"]
+    assert "openai" in httpx.get(gw.url + "/ready", headers=ADMIN).json()["providers"]
     a.state.fail_next(fake_openai.server_error(), fake_openai.server_error())
     for _ in range(2):
         assert post(gw, {"model": "gpt-image-1", "prompt": "x"}).status_code == 500
@@ -42,9 +43,9 @@ routes:
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
     assert 1 <= int(r.headers["retry-after"]) <= 2
     assert a.state.count("/images") == 2
-    ready = httpx.get(gw.url + "/ready").json()
+    ready = httpx.get(gw.url + "/ready", headers=ADMIN).json()
     assert "openai" not in ready["providers"] and "demo" in ready["providers"]
-    m = httpx.get(gw.url + "/metrics").text
+    m = httpx.get(gw.url + "/metrics", headers=ADMIN).text
     assert metric(m, "gateway_cooldowns_total", route="gpt-image-1", deployment="main") == 1
     assert metric(m, "gateway_deployment_state", route="gpt-image-1", deployment="main") == 1
 
@@ -63,7 +64,7 @@ routes:
     assert _state(gw, "gpt-image-1")[0]["state"] == "closed"
     assert post(gw, {"model": "gpt-image-1", "prompt": "x"}).status_code == 200
     assert a.state.count("/images") == 5
-    assert "openai" in httpx.get(gw.url + "/ready").json()["providers"]
+    assert "openai" in httpx.get(gw.url + "/ready", headers=ADMIN).json()["providers"]
     assert log_events(gw, "deployment back in service")
     gw.assert_secret_absent(UPSTREAM_KEY, ADMIN_KEY)
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import gc_tuning, metrics
+from . import gc_tuning, metrics, server
 from .api import admin, admin_tasks, chat, health, images, models, tasks, web
 from .api.cors import CORS
 from .api.errors import error_body, gateway_error_handler, http_error_handler
@@ -77,7 +77,7 @@ def build_app(cfg: Config) -> RequestContext:
         Route("/health", health.health, methods=["GET"]),
         Route("/ready", health.ready, methods=["GET"]),
         Route("/images/{name}", health.hosted_image, methods=["GET"]),
-        Route("/metrics", metrics.endpoint, methods=["GET"]),
+        Route("/metrics", health.metrics_page, methods=["GET"]),
         Route("/admin/reload", admin.reload, methods=["POST"]),
         Route("/admin/deployments", admin.deployments, methods=["GET"]),
         Route("/admin/tasks", admin_tasks.list_tasks, methods=["GET"]),
@@ -109,4 +109,6 @@ def create_app() -> RequestContext:
     """uvicorn factory: config from the environment (`GATEWAY_CONFIG` names the YAML file)."""
     cfg = load_config()
     setup_logging(cfg.log_level, cfg.secrets())
+    # Restart-only settings of the HTTP protocol (cli.py selects it), set in each worker process.
+    server.GatewayProtocol.configure(cfg.header_timeout_s, cfg.max_connections)
     return build_app(cfg)

@@ -35,9 +35,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # about 3% of the CPU per request, and a local process could otherwise spoof its address.
     trust_proxy = bool(os.environ.get("FORWARDED_ALLOW_IPS", "").strip())
 
+    # http: uvicorn's httptools protocol plus a request-header timeout and a connection cap
+    # (HEADER_TIMEOUT_S, MAX_CONNECTIONS; see server.py), which uvicorn lacks or answers in plain text.
+    # ws="none": no route speaks WebSocket, so an Upgrade request stays a plain HTTP request.
     uvicorn.run(
         "image_gateway.app:create_app", factory=True, host=cfg.host, port=cfg.port, workers=args.workers,
-        loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
+        loop="uvloop", http="image_gateway.server:GatewayProtocol", ws="none", lifespan="on", access_log=False,
+        log_config=None,
         server_header=False, timeout_graceful_shutdown=args.grace, backlog=4096, proxy_headers=trust_proxy,
     )
     return 0

@@ -20,11 +20,9 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 _BOUNDS = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")  # `le` labels as prometheus_client writes them
@@ -35,6 +33,10 @@ COOLDOWNS = Counter("gateway_cooldowns_total", "Deployments taken out after repe
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by a per-key limit", ["reason"])
 IDEMPOTENCY = Counter("gateway_idempotency_total", "Requests carrying an Idempotency-Key, by result", ["result"])
 RELOADS = Counter("gateway_config_reloads_total", "Config reloads", ["trigger", "result"])
+HEADERS_REFUSED = Counter("gateway_connections_closed_headers_total", "Connections closed before their request "
+                          "headers were complete: reason timeout (HEADER_TIMEOUT_S) or too_large", ["reason"])
+OVER_CAPACITY = Counter("gateway_over_capacity_total", "Requests answered 503 past MAX_CONNECTIONS")
+OPEN_CONNECTIONS = Gauge("gateway_open_connections", "HTTP connections open on this worker")
 LOOP_LAG = Gauge("gateway_event_loop_lag_seconds", "How late the event loop woke a timer, last sample")
 
 _requests: dict[tuple[str, int], int] = {}
@@ -132,5 +134,6 @@ async def sample_loop_lag(interval_s: float = 0.5) -> None:
         LOOP_LAG.set(max(time.perf_counter() - t0 - interval_s, 0.0))
 
 
-async def endpoint(request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def render() -> bytes:
+    """The Prometheus text page (served by api/health.py, which checks the key)."""
+    return generate_latest(REGISTRY)

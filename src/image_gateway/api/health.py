@@ -1,14 +1,39 @@
-"""Liveness, readiness, and the images the gateway hosts itself."""
+"""Liveness, readiness, metrics, and the images the gateway hosts itself.
+
+/health and /ready are for load balancers and orchestrators, which send no key: they say only
+up / ready or not. What is behind that (which providers are usable, every counter) is for
+operators: /ready lists providers for the metrics or admin key, and /metrics needs one of those
+keys whenever either is configured (unset, it is open, as for a scraper on a private network).
+"""
 
 from __future__ import annotations
 
+import hmac
+
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
+from .. import metrics
+from ..core.settings import Config
+from ..errors import AuthError
 from ..media.convert import CONTENT_TYPES
 from ..runtime import Runtime
 from ..schemas.responses import encode
+from .auth import bearer
 from .errors import error_body
+
+_READY = encode({"status": "ready"})
+_NOT_READY = encode({"status": "not_ready"})
+
+
+def _operator_keys(cfg: Config) -> list[str]:
+    return [k for k in (cfg.metrics_key, cfg.admin_key) if k]
+
+
+def _is_operator(request: Request, keys: list[str]) -> bool:
+    token = bearer(request)
+    return token is not None and any(hmac.compare_digest(token, k) for k in keys)
 
 
 async def health(request: Request) -> Response:
@@ -20,8 +45,21 @@ async def ready(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     usable = rt.usable_providers()
     status = 200 if usable else 503
-    body = {"status": "ready" if usable else "no usable provider", "providers": usable}
-    return Response(encode(body), status_code=status, media_type="application/json")
+    keys = _operator_keys(rt.cfg)
+    if keys and _is_operator(request, keys):
+        body = encode({"status": "ready" if usable else "not_ready", "providers": usable})
+    else:
+        body = _READY if usable else _NOT_READY
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def metrics_page(request: Request) -> Response:
+    rt: Runtime = request.app.state.rt
+    keys = _operator_keys(rt.cfg)
+    if keys and not _is_operator(request, keys):
+        raise AuthError("Invalid or missing metrics key: send 'Authorization: Bearer <METRICS_API_KEY or "
+                        "ADMIN_API_KEY>'.")
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def hosted_image(request: Request) -> Response:

@@ -123,7 +123,9 @@ def _scalars(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"PRIVATE_URL_ALLOWLIST: {e}") from None
     values["public_base_url"] = values["public_base_url"] or None
     values["instance"] = values["instance"] or f"{socket.gethostname()}:{os.getpid()}"
-    for secret in ("admin_key", "webhook_secret", "enhance.api_key"):
+    if values["header_timeout_s"] < 0 or values["max_connections"] < 1:
+        raise ConfigError("HEADER_TIMEOUT_S must be >= 0 (0 = off) and MAX_CONNECTIONS >= 1")
+    for secret in ("admin_key", "metrics_key", "webhook_secret", "enhance.api_key"):
         values[secret] = values[secret] or None
     return values
 

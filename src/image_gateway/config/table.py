@@ -75,6 +75,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("access_log", "ACCESS_LOG", "server.access_log", "bool", "One JSON access line per request."),
     S("gc_gen0_threshold", "GC_GEN0_THRESHOLD", "server.gc_gen0_threshold", "int",
       "Python's young-generation GC threshold (0 = Python's default, 700); see gc_tuning.py."),
+    S("header_timeout_s", "HEADER_TIMEOUT_S", "server.header_timeout_s", "float",
+      "A connection that has not sent a request's headers within this many seconds is closed (0 = off)."),
+    S("max_connections", "MAX_CONNECTIONS", "server.max_connections", "int",
+      "Open connections per worker; past it, new requests get 503 `server_overloaded` (server.py)."),
     S("gateway_keys", "GATEWAY_API_KEYS", None, "list",
       "Comma-separated keys callers must send as `Authorization: Bearer <key>`; unset = open gateway "
       "(a caller's bearer token is used as their own provider key).", "Gateway access",
@@ -83,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
       example="gw-key-one", default=None),
     S("admin_key", "ADMIN_API_KEY", None, "secret", "Key for the admin endpoints (POST /admin/reload, "
       "GET /admin/deployments).", "Gateway access", example=""),
+    S("metrics_key", "METRICS_API_KEY", None, "secret", "Key for GET /metrics (the admin key works too); with "
+      "neither set, /metrics is open.", "Gateway access", example=""),
     S("watch_config", "CONFIG_WATCH", "server.watch_config", "bool",
       "Reload when the YAML file changes (mtime polled each second); SIGHUP and POST /admin/reload work either way.",
       "Gateway access"),

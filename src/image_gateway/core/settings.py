@@ -138,6 +138,7 @@ class Config:
     port: int = 3000
     gateway_keys: frozenset[str] = field(default_factory=frozenset, repr=False)
     admin_key: str | None = field(default=None, repr=False)
+    metrics_key: str | None = field(default=None, repr=False)  # GET /metrics (the admin key works too)
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)  # by name
     aliases: Mapping[str, str] = field(default_factory=dict)  # alias -> route name
@@ -167,6 +168,8 @@ class Config:
     task_owner_secret: str | None = field(default=None, repr=False)
     instance: str = ""  # a label for this process in /health (which of several answered)
     gc_gen0_threshold: int = 20_000  # see gc_tuning.py; 0 keeps Python's default (700)
+    header_timeout_s: float = 10.0  # a connection that has not sent a request's headers by then is closed (0 = off)
+    max_connections: int = 2048  # open connections per worker; past it, requests get 503 (server.py)
     config_path: Path | None = None
 
     def resolve(self, model: str) -> Route | None:
@@ -182,7 +185,8 @@ class Config:
         out += [d.api_key for r in self.routes.values() for d in r.deployments if d.api_key]
         out += list(self.limits.per_key)
         out += list(self.gateway_keys)
-        out += [k for k in (self.admin_key, self.enhance.api_key, self.webhook_secret, self.task_owner_secret) if k]
+        out += [k for k in (self.admin_key, self.metrics_key, self.enhance.api_key, self.webhook_secret,
+                            self.task_owner_secret) if k]
         return out
 
     def describe(self) -> dict[str, Any]:
