@@ -19,12 +19,14 @@ from typing import Any
 import yaml
 from dotenv import dotenv_values
 
+from .errors import ConfigError as ConfigError  # (re-exported: callers catch config.ConfigError)
 from .errors import mask_key
 from .media.egress import parse_allowlist
 from .prompt.enhance import EnhanceSettings
 from .prompt.limits import DEFAULT_MAX_PROMPT_CHARS, max_prompt_chars
 from .providers.base import RouteSpec
-from .providers.registry import PROVIDER_CLASSES
+from .providers.options import provider_options, route_options
+from .providers.registry import PROVIDER_CLASSES, provider_classes
 from .routing.settings import (
     DeploymentSettings,
     LimitSettings,
@@ -35,10 +37,6 @@ from .routing.settings import (
 )
 
 
-class ConfigError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
 class ProviderSettings:
     name: str
@@ -46,6 +44,7 @@ class ProviderSettings:
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 300.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    adapter: Any = None  # the adapter class (providers/registry.py; a plugin's own class)
 
 
 @dataclass(frozen=True)
@@ -229,14 +228,14 @@ def _route_from_spec(provider: str, spec: RouteSpec) -> Route:
                  dict(spec.options), spec.description)
 
 
-def _route_from_yaml(item: Any, base: Mapping[str, Route]) -> Route:
+def _route_from_yaml(item: Any, base: Mapping[str, Route], classes: Mapping[str, Any] = PROVIDER_CLASSES) -> Route:
     if not isinstance(item, dict) or not item.get("name"):
         raise ConfigError(f"each route needs a name: {item!r}")
     name = str(item["name"])
     old = base.get(name)
     provider = str(item.get("provider") or (old.provider if old else ""))
-    if provider not in PROVIDER_CLASSES:
-        raise ConfigError(f"route {name}: unknown provider {provider!r}; known: {sorted(PROVIDER_CLASSES)}")
+    if provider not in classes:
+        raise ConfigError(f"route {name}: unknown provider {provider!r}; known: {sorted(classes)}")
     known = {"name", "provider", "upstream_model", "defaults", "aliases", "fallbacks", "description", "options",
              "deployments"}
     options = dict(old.options) if old else {}
@@ -278,27 +277,30 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     images = doc.get("images") or {}
 
     providers: dict[str, ProviderSettings] = {}
-    for name, cls in PROVIDER_CLASSES.items():
+    classes = provider_classes(doc.get("providers") or {}, str(path or ""))  # built-ins + `class:` plugins
+    for name, cls in classes.items():
         y = dict((doc.get("providers") or {}).get(name) or {})
+        y.pop("class", None)
         prefix = cls.env_prefix
         key = env.get(f"{prefix}_API_KEY") or y.pop("api_key", None) or None
         y.pop("api_key", None)
         base_url = (env.get(f"{prefix}_BASE_URL") or y.pop("base_url", None) or cls.default_base_url).rstrip("/")
         y.pop("base_url", None)
         timeout = float(y.pop("timeout_s", 300.0))
-        providers[name] = ProviderSettings(name, base_url, key, timeout, y)
-    unknown_p = set(doc.get("providers") or {}) - set(PROVIDER_CLASSES)
+        providers[name] = ProviderSettings(name, base_url, key, timeout, provider_options(path, name, cls, y), cls)
+    unknown_p = set(doc.get("providers") or {}) - set(classes)
     if unknown_p:
-        raise ConfigError(f"unknown provider(s) {sorted(unknown_p)}; known: {sorted(PROVIDER_CLASSES)}")
+        raise ConfigError(f"unknown provider(s) {sorted(unknown_p)}; known: {sorted(classes)}")
 
     routes: dict[str, Route] = {}
-    for name, cls in PROVIDER_CLASSES.items():
+    for name, cls in classes.items():
         for spec in cls.builtin_routes:
             routes[spec.name] = _route_from_spec(name, spec)
     for item in doc.get("routes") or []:
-        r = _route_from_yaml(item, routes)
+        r = _route_from_yaml(item, routes, classes)
         routes[r.name] = r
     for name, r in routes.items():  # resolved once here: a request only compares a length
+        r = dataclasses.replace(r, options=route_options(path, r, classes[r.provider]))  # typed, checked
         try:
             routes[name] = dataclasses.replace(r, max_prompt_chars=max_prompt_chars(r.provider, r.upstream_model,
                                                                                     r.options))
