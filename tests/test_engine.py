@@ -23,12 +23,12 @@ from image_gateway.engine.jobs import CURRENT_JOB, Job
 from image_gateway.engine.poller import PollSettings
 from image_gateway.engine.store import MemoryTaskStore
 from image_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
-from image_gateway.providers.base import Capabilities, RouteSpec
+from image_gateway.providers.base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 
 INTERVAL = 0.02
 
 
-class Scripted:
+class Scripted(StreamingProvider, PollingProvider):
     """Each prompt names a script: how many polls to stay in progress, then how to end."""
 
     name: ClassVar[str] = "scripted"
@@ -36,15 +36,16 @@ class Scripted:
     default_base_url: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities(needs_key=False)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = ()
-    poll_interval_s: ClassVar[float] = INTERVAL
+    poll_interval_s: ClassVar[float | None] = INTERVAL
 
     def __init__(self) -> None:
+        super().__init__(None)
         self.batches: list[list[str]] = []
         self.polls: dict[str, int] = {}
         self.fail_next_calls: list[BaseException] = []
         self.cancelled: list[str] = []
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
         yield Progress(0, status="queued")
         yield Pending({"id": req.prompt})
 

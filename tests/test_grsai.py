@@ -173,7 +173,7 @@ async def test_poll_contract_in_process(grs: FakeServer) -> None:
     try:
         handles = []
         for prompt in ("a mug", "nsfw mug"):
-            events = [ev async for ev in p.run(ImageRequest("generate", prompt, "nano-banana"), ctx)]
+            events = [ev async for ev in p.stream(ImageRequest("generate", prompt, "nano-banana"), ctx)]
             assert isinstance(events[-1], Pending)
             handles.append(json.loads(json.dumps(events[-1].handle)))
         handles[0]["done"] = [{"url": "https://example.com/earlier.png"}]

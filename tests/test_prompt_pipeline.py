@@ -22,6 +22,7 @@ from image_gateway.providers.base import Provider
 from image_gateway.providers.demo import DemoProvider
 from image_gateway.providers.grsai import GrsAiProvider
 from image_gateway.providers.openai import OpenAIProvider
+from image_gateway.providers.registry import PROVIDER_CLASSES
 from image_gateway.providers.zimage import ZImageProvider, dimensions
 from tests.conftest import GatewayFactory
 from tests.upstreams import fake_llm, fake_sd
@@ -80,7 +81,7 @@ def request(prompt: str, size: str | None = None, **extra: Any) -> ImageRequest:
     ("3:4", "demo", "demo", "768x1024"),
 ])
 def test_size_for_ratio(ratio: str, provider: str, model: str, size: str) -> None:
-    assert size_for_ratio(ratio, provider, model) == size
+    assert size_for_ratio(ratio, PROVIDER_CLASSES[provider].capabilities, model) == size
 
 
 def test_flags() -> None:

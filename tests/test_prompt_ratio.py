@@ -6,13 +6,13 @@ import pytest
 
 from image_gateway.prompt.ratio import (
     RATIOS,
-    ZIMAGE_SIZES,
     RatioMatch,
     nearest_ratio,
     parse_ratio,
     ratio_to_size,
     strip_no_enhance,
 )
+from image_gateway.providers.zimage import ZIMAGE_SIZES
 
 
 def test_ratios_are_the_ten() -> None:

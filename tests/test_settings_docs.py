@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
 from image_gateway.config import ConfigError, load_config
 from image_gateway.config.docs import env_example, readme_routes, update_readme
 from image_gateway.config.table import all_settings
-from image_gateway.providers.base import Capabilities, RouteSpec
+from image_gateway.core.types import CallContext, ImageRequest, ProviderResult
+from image_gateway.providers.base import Capabilities, RouteSpec, SyncProvider
 from image_gateway.providers.registry import PROVIDER_CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def test_bools_are_strict_and_share_one_reading(tmp_path: Path) -> None:
         load_config({"ACCESS_LOG": "enabled"}, None, None)
 
 
-class _Extra:
+class _Extra(SyncProvider):
     """Extra upstream: a provider added to the registry, documented with no hand edit."""
 
     name: ClassVar[str] = "extra"
@@ -80,8 +81,8 @@ class _Extra:
     capabilities: ClassVar[Capabilities] = Capabilities()
     builtin_routes: ClassVar[tuple[RouteSpec, ...]] = (RouteSpec("extra-1", "x-one", aliases=("x1",)),)
 
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
+    async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+        raise NotImplementedError("documented, never called")
 
 
 def test_a_registered_provider_gets_its_variables_and_routes_documented(monkeypatch: pytest.MonkeyPatch) -> None:

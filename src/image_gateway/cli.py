@@ -54,7 +54,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         aliases.setdefault(target, []).append(a)
     width = max(len(r) for r in cfg.routes)
     for r in cfg.routes.values():
-        ready = "ready" if r.provider == "demo" or cfg.providers[r.provider].api_key else "needs key"
+        p = cfg.providers[r.provider]
+        ready = "ready" if not p.adapter.capabilities.needs_key or p.api_key else "needs key"
         extra = f" aliases={','.join(aliases[r.name])}" if r.name in aliases else ""
         print(f"{r.name:<{width}}  {r.provider:<10} upstream={r.upstream_model} [{ready}]{extra}")
     return 0

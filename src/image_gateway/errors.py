@@ -9,6 +9,10 @@ from collections.abc import Iterable, Mapping
 _KEYLIKE = re.compile(r"\b(sk|gw|mj)-[A-Za-z0-9_\-*.]{6,}")
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded; the message names the file, the section and the key."""
+
+
 class GatewayError(Exception):
     """Anything we answer with a non-2xx status. Messages must never contain a key."""
 

@@ -19,8 +19,8 @@ from dotenv import dotenv_values
 
 from ..core.settings import Config, ConfigError, EnhanceSettings, ProviderSettings, RouterSettings
 from ..media.egress import parse_allowlist
-from ..providers.registry import PROVIDER_CLASSES
-from .options import validate_options
+from ..providers.registry import provider_classes
+from .options import check_provider
 from .parse import cast, expand
 from .routes import build_aliases, build_routes, check_fallbacks
 from .sections import check_key_refs, parse_limits
@@ -94,19 +94,20 @@ def _check_keys(doc: Mapping[str, Any], rows: Iterable[Setting]) -> None:
             raise ConfigError(f"{section}: unknown key(s) {sorted(unknown)}; known: {sorted(keys)}")
 
 
-def _providers(env: Mapping[str, str], doc: Mapping[str, Any], path: Path | None) -> dict[str, ProviderSettings]:
+def _providers(env: Mapping[str, str], doc: Mapping[str, Any], path: Path | None,
+               classes: Mapping[str, Any]) -> dict[str, ProviderSettings]:
     given = doc.get("providers") or {}
-    unknown = set(given) - set(PROVIDER_CLASSES)
+    unknown = set(given) - set(classes)
     if unknown:
-        raise ConfigError(f"unknown provider(s) {sorted(unknown)}; known: {sorted(PROVIDER_CLASSES)}")
+        raise ConfigError(f"unknown provider(s) {sorted(unknown)}; known: {sorted(classes)}")
     out: dict[str, ProviderSettings] = {}
-    for name, cls in PROVIDER_CLASSES.items():
+    for name, cls in classes.items():
         rows = provider_settings(name, cls)
         key, base_url, timeout = (read(r, env, doc) for r in rows)
-        options = {k: v for k, v in (given.get(name) or {}).items() if k not in ("api_key", "base_url", "timeout_s")}
-        where = f"{path}: providers.{name}" if path else f"providers.{name}"
-        options = dict(validate_options(cls, "provider", where, options))
-        out[name] = ProviderSettings(name, base_url.rstrip("/"), key or None, timeout, options)
+        options = {k: v for k, v in (given.get(name) or {}).items()
+                   if k not in ("api_key", "base_url", "timeout_s", "class")}
+        out[name] = ProviderSettings(name, base_url.rstrip("/"), key or None, timeout,
+                                     check_provider(path, name, cls, options), cls)
     return out
 
 
@@ -152,9 +153,10 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     doc = read_yaml(path, env) if path else {}
     _check_keys(doc, SETTINGS)
     values = _nest(_scalars(env, doc))
-    routes = build_routes(doc, path)
+    classes = provider_classes(doc.get("providers") or {}, str(path or ""))  # built-ins + `class:` plugins
+    routes = build_routes(doc, path, classes)
     aliases = build_aliases(routes, doc)
     default_fallbacks = tuple(str(x) for x in doc.get("default_fallbacks") or ())
     check_fallbacks(routes, aliases, default_fallbacks, values["default_model"])
-    return Config(**values, providers=_providers(env, doc, path), routes=routes, aliases=aliases,
+    return Config(**values, providers=_providers(env, doc, path, classes), routes=routes, aliases=aliases,
                   default_fallbacks=default_fallbacks, limits=parse_limits(doc.get("limits")), config_path=path)

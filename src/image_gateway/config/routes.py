@@ -10,8 +10,7 @@ from typing import Any
 from ..core.settings import ConfigError, Route
 from ..prompt.limits import max_prompt_chars
 from ..providers.base import RouteSpec
-from ..providers.registry import PROVIDER_CLASSES
-from .options import validate_options
+from .options import check_route
 from .sections import parse_deployments
 
 _ROUTE_KEYS = {"name", "provider", "upstream_model", "defaults", "aliases", "fallbacks", "description", "options",
@@ -23,14 +22,14 @@ def _from_spec(provider: str, spec: RouteSpec) -> Route:
                  dict(spec.options), spec.description)
 
 
-def _from_yaml(item: Any, base: Mapping[str, Route]) -> Route:
+def _from_yaml(item: Any, base: Mapping[str, Route], classes: Mapping[str, Any]) -> Route:
     if not isinstance(item, dict) or not item.get("name"):
         raise ConfigError(f"each route needs a name: {item!r}")
     name = str(item["name"])
     old = base.get(name)
     provider = str(item.get("provider") or (old.provider if old else ""))
-    if provider not in PROVIDER_CLASSES:
-        raise ConfigError(f"route {name}: unknown provider {provider!r}; known: {sorted(PROVIDER_CLASSES)}")
+    if provider not in classes:
+        raise ConfigError(f"route {name}: unknown provider {provider!r}; known: {sorted(classes)}")
     options = dict(old.options) if old else {}
     options.update(item.get("options") or {})
     options.update({k: v for k, v in item.items() if k not in _ROUTE_KEYS})  # flat route options
@@ -51,10 +50,9 @@ def _from_yaml(item: Any, base: Mapping[str, Route]) -> Route:
     )
 
 
-def _finish(route: Route, path: Path | None) -> Route:
+def _finish(route: Route, path: Path | None, classes: Mapping[str, Any]) -> Route:
     """Options checked by the adapter and the prompt limit resolved once (a request compares a length)."""
-    where = f"{path}: route {route.name}" if path else f"route {route.name}"
-    options = validate_options(PROVIDER_CLASSES[route.provider], "route", where, route.options)
+    options = check_route(path, route, classes[route.provider])
     try:
         limit = max_prompt_chars(route.provider, route.upstream_model, options)
     except ValueError as e:
@@ -62,13 +60,13 @@ def _finish(route: Route, path: Path | None) -> Route:
     return dataclasses.replace(route, options=options, max_prompt_chars=limit)
 
 
-def build_routes(doc: Mapping[str, Any], path: Path | None) -> dict[str, Route]:
-    routes = {spec.name: _from_spec(name, spec) for name, cls in PROVIDER_CLASSES.items()
-              for spec in cls.builtin_routes}
+def build_routes(doc: Mapping[str, Any], path: Path | None, classes: Mapping[str, Any]) -> dict[str, Route]:
+    """Built-in routes of every provider (plugins included), then the file's routes over them."""
+    routes = {spec.name: _from_spec(name, spec) for name, cls in classes.items() for spec in cls.builtin_routes}
     for item in doc.get("routes") or []:
-        r = _from_yaml(item, routes)
+        r = _from_yaml(item, routes, classes)
         routes[r.name] = r
-    return {name: _finish(r, path) for name, r in routes.items()}
+    return {name: _finish(r, path, classes) for name, r in routes.items()}
 
 
 def build_aliases(routes: Mapping[str, Route], doc: Mapping[str, Any]) -> dict[str, str]:

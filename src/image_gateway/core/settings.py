@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError as ConfigError  # (one class; config/ and its callers name it from here)
 from ..errors import mask_key
 
 DEFAULT_MAX_PROMPT_CHARS = 32000  # a route's prompt limit unless its upstream or option says otherwise
@@ -19,8 +20,6 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it (variable, file, route, key)."""
 
 
 def truthy(value: Any) -> bool | None:
@@ -103,6 +102,7 @@ class ProviderSettings:
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 300.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    adapter: Any = None  # the adapter class (providers/registry.py; a plugin's own class)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from ..core.types import (
     Submitting,
 )
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
-from ..providers.base import Provider
+from ..providers.base import PollingProvider, Provider, SyncProvider
+from ..providers.base import events as provider_events
 from . import recovery
 from .deadlines import Deadlines
 from .inputs import InputStore
@@ -96,14 +97,14 @@ class Engine:
         """Every event of the job; the last one is the ProviderResult (or, detached, the Pending)."""
         job = _current_job()
         deadline = ctx.deadline or None
-        complete = None if req.stream else getattr(provider, "complete", None)
+        complete = provider.generate if not req.stream and isinstance(provider, SyncProvider) else None
         if job is not None and job.submit is not None:  # a stored task not sent yet (never a plain request)
-            if complete is not None or not getattr(provider, "signals_submit", False):
+            if complete is not None or not provider.signals_submit:
                 await self.submitting(job)
         if complete is not None:
             yield await self._complete(complete, req, ctx, job)
             return
-        it = provider.run(req, ctx)
+        it = provider_events(provider, req, ctx)
         pending: Pending | None = None
         try:
             while True:
@@ -142,6 +143,8 @@ class Engine:
                 await aclose()
         if pending is None:
             raise UpstreamError(f"{provider.name} ended without a result")
+        if not isinstance(provider, PollingProvider):
+            raise UpstreamError(f"{provider.name} handed back a task to poll but is not a PollingProvider")
         if job is None:  # a caller that did not set up a job (e.g. an internal one): make one
             job = Job(req.model, req.model)
         q = None if job.detached else job.listen()
@@ -161,9 +164,8 @@ class Engine:
 
     async def result(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         """The job's result without its events (a caller that does not stream)."""
-        complete = None if req.stream else getattr(provider, "complete", None)
-        if complete is not None:
-            return await self._complete(complete, req, ctx, _current_job())
+        if not req.stream and isinstance(provider, SyncProvider):
+            return await self._complete(provider.generate, req, ctx, _current_job())
         async for ev in self.events(provider, req, ctx):
             if isinstance(ev, ProviderResult):
                 return ev
@@ -223,12 +225,13 @@ class Engine:
             job.request = None
 
     def _poll(self, job: Job) -> None:
-        assert job.provider is not None and job.ctx is not None
+        assert isinstance(job.provider, PollingProvider) and job.ctx is not None
         p = self._pollers.get(id(job.provider))
         if p is None:
             p = self._pollers[id(job.provider)] = Poller(job.provider, self._dispatch, self._expired,
                                                          self.ledger.flush)
-        default = float(getattr(job.provider, "poll_interval_s", self.poll_interval_s))
+        interval = job.provider.poll_interval_s
+        default = self.poll_interval_s if interval is None else interval
         p.add(job, PollSettings.from_options(job.ctx.options, default))
 
     def _unpoll(self, job: Job) -> None:
@@ -324,7 +327,7 @@ class Engine:
         await self.fail(job, err, status)
         if runner is not None and runner is not asyncio.current_task():
             runner.cancel()
-        cancel = getattr(provider, "cancel", None)
+        cancel = provider.cancel if isinstance(provider, PollingProvider) else None
         if cancel is not None and ctx is not None and handle is not None:
             try:
                 async with asyncio.timeout(15):

@@ -106,9 +106,9 @@ class Job:
 
     def attach(self, provider: Provider, ctx: CallContext, handle: dict[str, Any]) -> None:
         self.provider, self.ctx, self.handle = provider, ctx, handle
-        settings = getattr(provider, "settings", None)
-        self.endpoint = getattr(settings, "base_url", None)
-        configured = getattr(settings, "api_key", None)
+        settings = provider.settings  # (None for an adapter made without settings, e.g. in tests)
+        self.endpoint = settings.base_url if settings is not None else None
+        configured = settings.api_key if settings is not None else None
         self.key_source = "configured" if ctx.api_key is None or ctx.api_key == configured else "request"
         self.requires_key = False
         self.submit = None  # the upstream has it: nothing is sent again, whatever happens next
@@ -204,7 +204,7 @@ class Job:
             deadline_at = time.time() + (self.ctx.deadline - asyncio.get_running_loop().time())
         return TaskRecord(
             id=self.id, model=self.model, route=self.route, status=self.status, created=self.created,
-            updated=self.updated, key_source=self.key_source, provider=getattr(self.provider, "name", None),
+            updated=self.updated, key_source=self.key_source, provider=self.provider.name if self.provider else None,
             endpoint=self.endpoint, progress=self.progress, handle=self.handle, delivery=self.delivery,
             result=self.result, error=self.error_object() if self.terminal else None, webhook_url=self.webhook_url,
             webhook_status=self.webhook_status, deadline_at=deadline_at, owner=self.owner, key_fp=self.key_fp,

@@ -26,7 +26,7 @@ import aiohttp
 
 from ..core.types import CallContext, Pending, PollOutcome, Progress, StreamEvent
 from ..errors import GatewayError, UpstreamError
-from ..providers.base import Provider
+from ..providers.base import PollingProvider
 from .jobs import Job
 
 log = logging.getLogger("image_gateway.engine")
@@ -93,7 +93,7 @@ Dispatch = Callable[[Job, PollOutcome], None]
 
 
 class Poller:
-    def __init__(self, provider: Provider, dispatch: Dispatch, expired: Callable[[Job], None],
+    def __init__(self, provider: PollingProvider, dispatch: Dispatch, expired: Callable[[Job], None],
                  after_batch: Callable[[], Awaitable[None]]) -> None:
         self.provider = provider
         self._dispatch = dispatch

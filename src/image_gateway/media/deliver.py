@@ -12,6 +12,7 @@ import aiohttp
 from ..core.types import GeneratedImage
 from .convert import convert_bytes
 from .fetch import fetch_image
+from .session import new_session
 from .store import LocalImageStore
 
 
@@ -61,5 +62,4 @@ class Deliverer:
 
 
 def new_download_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
-                                 cookie_jar=aiohttp.DummyCookieJar())  # shared by every caller: no cookies kept
+    return new_session(aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60))

@@ -31,6 +31,7 @@ from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 from ..errors import InvalidRequest
+from .session import new_session
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -279,5 +280,4 @@ def guarded_session(policy: Callable[[], EgressPolicy], timeout: aiohttp.ClientT
     (these sessions carry little traffic). No cookies, and no proxy from the environment."""
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), use_dns_cache=False,
                                      enable_cleanup_closed=True)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                 trust_env=False)
+    return new_session(timeout, connector, trust_env=False)

@@ -4,9 +4,9 @@ Steps: drop `no-enhance`; take a ratio out of the prompt (only after a trigger w
 enhance through an OpenAI-compatible LLM; choose the ratio (explicit size › user's › LLM's); hand it
 to the provider in the form it takes:
 
-* providers with `takes_aspect_ratio = True` (Z-Image, GrsAi) get `extra["aspect_ratio"]` and map it
-  to their own sizes (ZIMAGE_SIZES, GrsAi's aspectRatio strings);
-* OpenAI routes get the nearest size the model supports (`size`);
+* providers whose capabilities say `takes_aspect_ratio` (Z-Image, GrsAi, Midjourney) get
+  `extra["aspect_ratio"]` and map it to their own sizes;
+* providers that list the sizes a model takes (`Capabilities.sizes`, e.g. OpenAI) get the nearest;
 * anything else gets `size` with the long side at 1024.
 """
 
@@ -22,7 +22,7 @@ import aiohttp
 from ..core.settings import EnhanceSettings, truthy
 from ..core.types import ImageRequest, ProviderResult
 from ..errors import InvalidRequest, redact
-from ..providers.base import Provider
+from ..providers.base import Capabilities, Provider
 from .enhance import enhance
 from .ratio import parse_ratio, ratio_to_size, strip_no_enhance
 
@@ -30,12 +30,6 @@ if TYPE_CHECKING:
     from ..core.settings import Route
     from ..runtime import Runtime
 
-# Sizes OpenAI's image models accept (protocols.md §1.1), by upstream model prefix.
-OPENAI_SIZES: dict[str, tuple[str, ...]] = {
-    "dall-e-2": ("1024x1024",),
-    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
-    "gpt-image": ("1024x1024", "1536x1024", "1024x1536"),
-}
 # Body fields that fix the picture's shape: when present, no ratio from the prompt or LLM applies.
 SIZE_FIELDS = ("width", "height", "aspect_ratio", "aspectRatio")
 
@@ -84,10 +78,10 @@ def _log_aspect(size: str) -> float:
     return math.log(int(w) / int(h))
 
 
-def size_for_ratio(ratio: str, provider_name: str, upstream_model: str) -> str:
-    """A `size` for providers that take pixels: OpenAI's nearest supported size, else 1024 on the long side."""
-    if provider_name == "openai":
-        allowed = next((v for k, v in OPENAI_SIZES.items() if upstream_model.startswith(k)), OPENAI_SIZES["gpt-image"])
+def size_for_ratio(ratio: str, caps: Capabilities, upstream_model: str) -> str:
+    """A `size` for providers that take pixels: the nearest size the model takes, else 1024 on the long side."""
+    allowed = caps.sizes_for(upstream_model)
+    if allowed:
         w, _, h = ratio.partition(":")
         target = math.log(int(w) / int(h))
         return min(allowed, key=lambda s: abs(_log_aspect(s) - target))
@@ -96,10 +90,11 @@ def size_for_ratio(ratio: str, provider_name: str, upstream_model: str) -> str:
 
 
 def apply_ratio(req: ImageRequest, provider: Provider, upstream_model: str, ratio: str) -> None:
-    if getattr(provider, "takes_aspect_ratio", False):
+    caps = provider.capabilities
+    if caps.takes_aspect_ratio:
         req.extra["aspect_ratio"] = ratio
     else:
-        req.size = size_for_ratio(ratio, type(provider).name, upstream_model)
+        req.size = size_for_ratio(ratio, caps, upstream_model)
 
 
 async def prepare(req: ImageRequest, provider: Provider, upstream_model: str, settings: EnhanceSettings,

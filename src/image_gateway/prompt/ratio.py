@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 __all__ = [
     "RATIOS",
-    "ZIMAGE_SIZES",
     "RatioMatch",
     "nearest_ratio",
     "parse_ratio",
@@ -24,22 +23,6 @@ __all__ = [
 ]
 
 RATIOS: tuple[str, ...] = ("1:1", "1:2", "2:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9")
-
-# Sizes for Z-Image on sd.exacg.cc. The six ratios of the seed's table are copied from it; the other
-# four keep the long side at 2048 where possible (2:3 mirrors the seed's 3:2).
-ZIMAGE_SIZES: dict[str, tuple[int, int]] = {
-    "1:1": (2048, 2048),
-    "1:2": (1024, 2048),
-    "2:1": (2048, 1024),
-    "2:3": (1280, 1920),
-    "3:2": (1920, 1280),
-    "3:4": (1536, 2048),
-    "4:3": (2048, 1536),
-    "9:16": (1152, 2048),
-    "16:9": (2048, 1152),
-    "21:9": (2048, 880),
-}
-
 
 class RatioMatch(NamedTuple):
     """``ratio`` is one of RATIOS or None; ``prompt`` is the text with the ratio phrase removed."""

@@ -10,48 +10,39 @@ import asyncio
 import hashlib
 import random
 import textwrap
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderEvent, ProviderResult
+from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderResult
 from ..media.convert import encode_image
 from ..media.sizes import parse_size
-from .base import Capabilities, RouteSpec
+from .base import Capabilities, RouteSpec, SyncProvider
 
 MAX_SIDE = 2048
 
 
-class DemoProvider:
+class DemoProvider(SyncProvider):
     name: ClassVar[str] = "demo"
     env_prefix: ClassVar[str] = "DEMO"
     default_base_url: ClassVar[str] = "local://demo"
-    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, needs_key=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, masks=True, needs_key=False)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = (
         RouteSpec("demo", "demo", description="Local stand-in: draws a placeholder PNG, no upstream, no key"),
     )
 
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+    async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         width, height = parse_size(req.size, default=(1024, 1024), max_side=MAX_SIDE)
         seed = req.extra.get("seed")
         fmt = req.output_format or "png"
         images = await asyncio.to_thread(
             lambda: [draw(req.prompt, width, height, seed, i, fmt, req.output_compression) for i in range(req.n)])
-        yield ProviderResult(
+        return ProviderResult(
             [GeneratedImage(b64=b, revised_prompt=None, content_type=f"image/{fmt}") for b in images],
             usage=None,
             meta={"output_format": fmt, "size": f"{width}x{height}", "provider_note": "demo: local stand-in"},
         )
-
-    async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[ProviderEvent]:
-        raise NotImplementedError("the demo provider is synchronous")
-
-    async def close(self) -> None:
-        return None
 
 
 def _rgb(h: bytes, off: int) -> tuple[int, int, int]:

@@ -7,7 +7,8 @@ Two modes, per provider or route (`mode` option):
 * "poll": `webHook: "-1"`, an immediate ack with the id, then the engine polls.
 
 `n` > 1 is n parallel submits merged into one result. Result URLs expire after 2 h, so results ask
-the API layer to re-host `url` answers (`rehost` option, on by default).
+the API layer to re-host `url` answers (`rehost` option, on by default). Other options: `endpoint`,
+`takes_image_size`, `image_size`, `shut_progress`, `not_found_grace_s` (60).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import msgspec
@@ -30,9 +31,10 @@ from ..core.types import (
     ProviderEvent,
     ProviderResult,
 )
-from ..errors import GatewayError, InvalidRequest, UpstreamError
-from .base import Capabilities, RouteSpec
+from ..errors import GatewayError, UpstreamError
+from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .grsai_wire import (
+    NANO_RATIOS,
     SnapshotParser,
     endpoint_for,
     envelope_error,
@@ -43,7 +45,7 @@ from .grsai_wire import (
     submit_body,
     unwrap,
 )
-from .http import HttpProvider, connection_error
+from .http import HttpProvider, connection_error, fan_out, poll_each
 
 RESULT_PATH = "/v1/draw/result"
 MAX_N = 4
@@ -60,6 +62,20 @@ def _routes() -> tuple[RouteSpec, ...]:
     )
 
 
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    mode: Literal["stream", "poll"] = "stream"
+    rehost: bool = True  # result URLs expire after 2 h
+    endpoint: str | None = None  # default: by model (/v1/draw/nano-banana or /v1/draw/completions)
+    takes_image_size: bool | None = None  # default: nano-banana-pro and nano-banana-2
+    image_size: str | None = None  # 1K / 2K / 4K when the model takes it
+    shut_progress: bool = False
+    not_found_grace_s: float = NOT_FOUND_GRACE_S
+
+
+class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
 class _Sub:
     """One submitted task while its stream is read."""
 
@@ -72,35 +88,44 @@ class _Sub:
         self.broken = False
 
 
-class GrsAiProvider(HttpProvider):
+class GrsAiProvider(HttpProvider, StreamingProvider, PollingProvider):
     name: ClassVar[str] = "grsai"
     env_prefix: ClassVar[str] = "GRSAI"
     default_base_url: ClassVar[str] = "https://grsaiapi.com"
-    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, max_n=MAX_N)
-    takes_aspect_ratio: ClassVar[bool] = True  # the prompt pipeline passes extra["aspect_ratio"]
+    label: ClassVar[str] = "GrsAi"
+    # The prompt pipeline passes extra["aspect_ratio"]; the body fits it to the model's own list.
+    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, max_n=MAX_N, takes_aspect_ratio=True,
+                                                        aspect_ratios=NANO_RATIOS)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
+    Options = Options
+    RouteOptions = RouteOptions
 
     def _headers(self, ctx: CallContext) -> dict[str, str]:
         return {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        if req.operation == "variation":
-            raise InvalidRequest("GrsAi models do not make variations; use an edit with a prompt.",
-                                 param="model", code="unsupported_operation")
-        if req.n > MAX_N:
-            raise InvalidRequest(f"GrsAi routes make at most {MAX_N} images per request.", param="n",
-                                 code="invalid_value")
-        poll_mode = ctx.options.get("mode", "stream") == "poll"
-        body = submit_body(req, ctx.upstream_model, ctx.options, poll_mode)
-        url = self.base_url + endpoint_for(ctx.upstream_model, ctx.options)
-        meta = {"rehost": bool(ctx.options.get("rehost", True)),
+    def _prepare(self, req: ImageRequest, ctx: CallContext, poll_mode: bool) -> tuple[str, dict[str, Any],
+                                                                                      dict[str, Any]]:
+        # (variations and n > MAX_N never get here: the router checks the capabilities)
+        o: RouteOptions = self.route_options(ctx)
+        body = submit_body(req, ctx.upstream_model, o, poll_mode)
+        url = self.base_url + endpoint_for(ctx.upstream_model, o)
+        meta = {"rehost": o.rehost,
                 "aspect_ratio": body.get("aspectRatio") or body.get("size"), "image_size": body.get("imageSize")}
-        if poll_mode:
-            calls = [self._submit(url, body, ctx) for _ in range(req.n)]
-            ids = list(await asyncio.gather(*calls))
+        return url, body, meta
+
+    async def submit(self, req: ImageRequest, ctx: CallContext) -> Pending:
+        """Polling mode (`mode: poll`): n submits acked with their ids, then the engine polls."""
+        url, body, meta = self._prepare(req, ctx, True)
+        ids = await fan_out([self._submit(url, body, ctx) for _ in range(req.n)])
+        return Pending({"ids": ids, "since": time.time(), "meta": meta})
+
+    async def stream(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        if self.route_options(ctx).mode == "poll":
+            pending = await self.submit(req, ctx)
             yield Progress(0, status="queued")
-            yield Pending({"ids": ids, "since": time.time(), "meta": meta})
+            yield pending
             return
+        url, body, meta = self._prepare(req, ctx, False)
         async for ev in self._streams(url, body, ctx, req.n, meta):
             yield ev
 
@@ -114,16 +139,8 @@ class GrsAiProvider(HttpProvider):
         return tid
 
     async def _post_json(self, url: str, body: dict[str, Any], ctx: CallContext) -> tuple[Any, int, bytes]:
-        try:
-            async with self.session.post(url, data=msgspec.json.encode(body), headers=self._headers(ctx)) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise connection_error(e, "GrsAi") from None
-        try:
-            return msgspec.json.decode(raw), status, raw
-        except msgspec.DecodeError:
-            return None, status, raw
+        a = await self.call(url, ctx, json=body, headers={"Authorization": f"Bearer {ctx.api_key}"})
+        return a.json(), a.status, a.body
 
     async def _stream_one(self, url: str, body: dict[str, Any], ctx: CallContext) -> AsyncIterator[dict[str, Any]]:
         """The snapshots of one submit, until the stream ends (cleanly or not)."""
@@ -217,14 +234,8 @@ class GrsAiProvider(HttpProvider):
             sub.progress = max(sub.progress, min(99, max(0, int(p))))
 
     async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[PollOutcome]:
-        """One outcome per handle; a handle whose task failed gets its GatewayError (returned, not raised)."""
-        async def one(handle: dict[str, Any]) -> PollOutcome:
-            try:
-                return await self._poll_one(handle, ctx)
-            except GatewayError as e:
-                return e
-
-        return list(await asyncio.gather(*(one(h) for h in handles)))
+        """One outcome per handle (GrsAi has no batch query)."""
+        return await poll_each(handles, lambda h: self._poll_one(h, ctx))
 
     async def _poll_one(self, handle: dict[str, Any], ctx: CallContext) -> Progress | ProviderResult:
         ids: list[str] = handle["ids"]
@@ -249,7 +260,7 @@ class GrsAiProvider(HttpProvider):
             raise
         code = data.get("code") if isinstance(data, dict) else None
         if code == -22:
-            grace = float(ctx.options.get("not_found_grace_s", NOT_FOUND_GRACE_S))
+            grace = self.route_options(ctx).not_found_grace_s
             if time.time() - float(handle.get("since", 0)) < grace:
                 return None
             raise UpstreamError(f"GrsAi no longer knows task {tid} (code -22: expired or never created).",

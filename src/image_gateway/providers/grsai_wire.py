@@ -89,25 +89,23 @@ def submit_body(req: ImageRequest, model: str, options: Any, poll_mode: bool) ->
         body["size"] = aspect_for(req, COMPLETION_RATIOS)
     else:
         body["aspectRatio"] = aspect_for(req, NANO_RATIOS)
-        takes_size = options.get("takes_image_size", model.startswith("nano-banana-pro") or model == "nano-banana-2")
-        size = image_size_for(req, options.get("image_size")) if takes_size else None
+        takes_size = options.takes_image_size
+        if takes_size is None:
+            takes_size = model.startswith("nano-banana-pro") or model == "nano-banana-2"
+        size = image_size_for(req, options.image_size) if takes_size else None
         if size:
             body["imageSize"] = size
-    if req.mask is not None:
-        raise InvalidRequest("GrsAi models do not take a mask; send the image(s) and describe the edit.",
-                             param="mask")
     if req.images:
         body["urls"] = [reference_url(i) for i in req.images]
     if poll_mode:
         body["webHook"] = "-1"
-    body["shutProgress"] = bool(options.get("shut_progress", False))
+    body["shutProgress"] = options.shut_progress
     return body
 
 
 def endpoint_for(model: str, options: Any) -> str:
-    explicit = options.get("endpoint")
-    if explicit:
-        return str(explicit)
+    if options.endpoint:
+        return str(options.endpoint)
     return "/v1/draw/nano-banana" if model.startswith("nano-banana") else "/v1/draw/completions"
 
 

@@ -1,23 +1,61 @@
-"""Upstream HTTP plumbing shared by adapters: one pooled aiohttp session each, error mapping."""
+"""Upstream HTTP plumbing shared by adapters, so that an adapter writes only its translation:
+
+* HttpProvider: its settings and one pooled session, made lazily inside the running loop;
+  `call()` sends one JSON or multipart request and maps transport errors (and, when asked,
+  an error answer) to gateway errors;
+* fan_out: `n` images as n parallel calls; poll_each: per-handle polling for upstreams without a
+  batch query; with_rehost: mark a result whose URLs expire so the media layer re-hosts them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 import msgspec
 
+from ..core.types import CallContext, PollOutcome, ProviderResult
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
+from ..media.session import new_session as _client_session
+from .base import ProviderBase
+
+T = TypeVar("T")
+_JSON = {"Content-Type": "application/json"}
 
 
-class HttpProvider:
-    """The plumbing every HTTP adapter shares: its settings and one pooled session, made lazily
-    inside the running loop. Synchronous upstreams keep the default `poll` (never called)."""
+@dataclass(slots=True)
+class Answer:
+    """An upstream's answer, read whole."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is empty or not JSON."""
+        if not self.body.strip():
+            return None
+        try:
+            return msgspec.json.decode(self.body)
+        except msgspec.DecodeError:
+            return None
+
+
+class HttpProvider(ProviderBase):
+    """An adapter with an HTTP upstream at `settings.base_url`."""
+
+    # How error messages name the upstream (never its URL, which may carry a key).
+    label: ClassVar[str] = ""
 
     def __init__(self, settings: Any) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.base_url: str = settings.base_url
         self._session: aiohttp.ClientSession | None = None
 
@@ -31,20 +69,57 @@ class HttpProvider:
         if self._session is not None:
             await self._session.close()
 
-    async def poll(self, handles: Sequence[dict[str, Any]], ctx: Any) -> Sequence[Any]:
-        raise NotImplementedError(f"{type(self).__name__} is synchronous: nothing to poll")
+    async def call(self, url: str, ctx: CallContext, *, json: Any = None, data: Any = None,
+                   headers: Mapping[str, str] | None = None, errors: bool = False) -> Answer:
+        """POST `json` (encoded here) or `data` (bytes, a FormData). Transport failures become
+        gateway errors; with `errors=True` an answer >= 400 does too (OpenAI's error shape read)."""
+        if json is not None:
+            data = msgspec.json.encode(json)
+            headers = {**(headers or {}), **_JSON}
+        try:
+            async with self.session.post(url, data=data, headers=headers) as resp:
+                answer = Answer(resp.status, await resp.read(), resp.headers)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise connection_error(e, self.label or self.name) from None
+        if errors and answer.status >= 400:
+            raise error_from_openai_body(answer.status, answer.body, answer.headers, self.label or self.name,
+                                         [ctx.api_key])
+        return answer
+
+
+async def fan_out(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """`n` images from an upstream that makes one per call: the calls in parallel, in order."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
+
+
+async def poll_each(handles: Sequence[dict[str, Any]],
+                    one: Callable[[dict[str, Any]], Awaitable[PollOutcome]]) -> list[PollOutcome]:
+    """PollingProvider.poll for an upstream without a batch query: each handle on its own, and a
+    handle whose task failed gets its GatewayError (returned, not raised)."""
+    async def guarded(h: dict[str, Any]) -> PollOutcome:
+        try:
+            return await one(h)
+        except GatewayError as e:
+            return e
+
+    return list(await asyncio.gather(*(guarded(h) for h in handles)))
+
+
+def with_rehost(result: ProviderResult, expiring: bool) -> ProviderResult:
+    """Result URLs that expire (GrsAi: 2 h) are re-hosted by the gateway when `expiring`
+    (api/images.py hands the flag to media/deliver.py); the adapter's `rehost` option."""
+    result.meta["rehost"] = expiring
+    return result
 
 
 def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:
-    """A pooled session; created lazily inside the running loop by each adapter."""
+    """A pooled session for one upstream; created lazily inside the running loop by each adapter."""
     # One session per upstream host, so a per-host limit would only repeat `limit` (and cost per request).
-    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300,
-                                     enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300, enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_s)
-    # No cookie jar: upstream APIs authenticate with keys, and a jar filters cookies for every
-    # request and stores what any upstream sets (state shared between callers we do not want).
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=_dumps,
-                                 auto_decompress=True, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar())
+    return _client_session(timeout, connector, json_serialize=_dumps, auto_decompress=True, raise_for_status=False)
 
 
 def _dumps(obj: Any) -> str:

@@ -1,4 +1,4 @@
-"""Per-account concurrency for upstreams that run a few jobs at a time (a Midjourney account: 3).
+"""Per-account concurrency for upstreams that run a few jobs at a time (e.g. a Midjourney account: 3).
 
 `limit` slots in use at once, up to `queue_size` callers waiting in FIFO order for one, and past
 that an immediate 429 `queue_full`: a capacity answer ("not now"), so the router pauses this
@@ -24,7 +24,9 @@ class QueueFull(GatewayError):
 
 
 class AccountLimiter:
-    def __init__(self, limit: int = 3, queue_size: int = 10, retry_after_s: float | None = None) -> None:
+    def __init__(self, limit: int = 3, queue_size: int = 10, retry_after_s: float | None = None,
+                 what: str = "This upstream account") -> None:
+        self.what = what  # how the queue_full message names the account
         self.limit = max(1, limit)
         self.queue_size = max(0, queue_size)
         self.retry_after_s = retry_after_s
@@ -44,7 +46,7 @@ class AccountLimiter:
         if len(self._waiters) >= self.queue_size:
             after = self.retry_after_s
             raise QueueFull(
-                f"This Midjourney account is running {self.in_use} jobs and {len(self._waiters)} more are "
+                f"{self.what} is running {self.in_use} jobs and {len(self._waiters)} more are "
                 "waiting; try again later.", retryable=True, capacity=True,
                 headers={"Retry-After": str(math.ceil(after))} if after is not None else None)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,6 +1,6 @@
 """Midjourney through a midjourney-proxy (novicezk, trueai-org forks, new-api relays): protocols.md §2.
 
-Submit-then-poll: `run()` submits `/mj/submit/imagine` (ceil(n/4) of them in parallel for n > 4)
+Submit-then-poll: `stream()` (or `submit()`) submits `/mj/submit/imagine` (ceil(n/4) of them in parallel for n > 4)
 and hands the engine a Pending handle; `poll()` asks for every handle's tasks in one
 `POST /mj/task/list-by-condition` and turns them into progress (with the blurred preview), a
 result, or an error. `n` images come from splitting each 2×2 grid (or the fork's `imageUrls`);
@@ -22,7 +22,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-import aiohttp
 import msgspec
 
 from ..core.types import (
@@ -41,8 +40,8 @@ from ..media.egress import REQUEST_POLICY
 from ..media.fetch import fetch_caller_image, fetch_image
 from ..media.grid import split_grid_async
 from . import mj_wire as wire
-from .base import Capabilities, RouteSpec
-from .http import HttpProvider, connection_error
+from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
+from .http import HttpProvider
 from .limits import AccountLimiter
 
 NAME = "Midjourney proxy"
@@ -50,14 +49,32 @@ DOWNLOAD_MAX = 50 << 20
 DOWNLOAD_TRIES = 3
 
 
-class MidjourneyProvider(HttpProvider):
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    auth_header: str = "mj-api-secret"  # some forks take `Authorization`
+    auth_scheme: str | None = None  # e.g. "Bearer"
+    path_prefix: str | None = None  # default "/mj" (none when the base URL ends in /mj)
+    concurrency: int = 3  # jobs one account runs at once
+    queue_size: int = 10  # callers waiting for a slot before a 429
+    retry_after_s: float | None = None  # Retry-After of code 23 and of a full queue
+    missing_polls: int = 20  # polls a task may be absent from the answer before it counts as lost
+    upscale: bool = False  # U1..Un after the grid, for full-resolution images
+
+
+class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
     name: ClassVar[str] = "midjourney"
     env_prefix: ClassVar[str] = "MJ"
     default_base_url: ClassVar[str] = "http://127.0.0.1:8080"
-    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, max_n=10)
-    takes_aspect_ratio: ClassVar[bool] = True
-    poll_interval_s: ClassVar[float] = 3.0
-    signals_submit: ClassVar[bool] = True  # jobs wait for an account slot first (base.Submitting)
+    label: ClassVar[str] = NAME
+    # A mask has no Midjourney equivalent: it is ignored (masks=True keeps edits with one working).
+    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, masks=True, max_n=10, takes_aspect_ratio=True)
+    poll_interval_s: ClassVar[float | None] = 3.0
+    signals_submit: ClassVar[bool] = True  # jobs wait for an account slot first (core.types.Submitting)
+    Options = Options
+    RouteOptions = RouteOptions
     builtin_routes: ClassVar[Sequence[RouteSpec]] = (
         RouteSpec("mj-v7", "--v 7", description="Midjourney v7 via a midjourney-proxy"),
         RouteSpec("mj-v6", "--v 6.1", description="Midjourney v6.1 via a midjourney-proxy"),
@@ -75,7 +92,7 @@ class MidjourneyProvider(HttpProvider):
     # -- plumbing ---------------------------------------------------------------------------------------
 
     def _url(self, ctx: CallContext, path: str) -> str:
-        prefix = ctx.options.get("path_prefix")
+        prefix = self.route_options(ctx).path_prefix
         if prefix is None:
             prefix = "" if self.base_url.endswith("/mj") else "/mj"
         return f"{self.base_url}{prefix}{path}"
@@ -83,35 +100,25 @@ class MidjourneyProvider(HttpProvider):
     def _headers(self, ctx: CallContext) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if ctx.api_key:
-            scheme = ctx.options.get("auth_scheme")
-            value = f"{scheme} {ctx.api_key}" if scheme else ctx.api_key
-            headers[str(ctx.options.get("auth_header", "mj-api-secret"))] = value
+            o: RouteOptions = self.route_options(ctx)
+            headers[o.auth_header] = f"{o.auth_scheme} {ctx.api_key}" if o.auth_scheme else ctx.api_key
         return headers
 
     async def _post(self, ctx: CallContext, path: str, body: Any) -> tuple[int, Any, bytes]:
-        try:
-            async with self.session.post(self._url(ctx, path), data=msgspec.json.encode(body),
-                                         headers=self._headers(ctx)) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise connection_error(e, NAME) from None
-        try:
-            return status, (msgspec.json.decode(raw) if raw.strip() else None), raw
-        except msgspec.DecodeError:
-            return status, None, raw
+        a = await self.call(self._url(ctx, path), ctx, data=msgspec.json.encode(body), headers=self._headers(ctx))
+        return a.status, a.json(), a.body
 
     async def _submit(self, ctx: CallContext, path: str, body: dict[str, Any]) -> str:
         status, data, raw = await self._post(ctx, path, body)
-        return wire.submit_task_id(status, data, raw, [ctx.api_key], _seconds(ctx.options.get("retry_after_s")))
+        return wire.submit_task_id(status, data, raw, [ctx.api_key], self.route_options(ctx).retry_after_s)
 
     def _limiter(self, ctx: CallContext) -> AccountLimiter:
         account = (self.base_url, ctx.api_key)
         lim = self._limiters.get(account)
         if lim is None:
-            o = ctx.options
-            lim = self._limiters[account] = AccountLimiter(int(o.get("concurrency", 3)), int(o.get("queue_size", 10)),
-                                                           _seconds(o.get("retry_after_s")))
+            o: RouteOptions = self.route_options(ctx)
+            lim = self._limiters[account] = AccountLimiter(o.concurrency, o.queue_size, o.retry_after_s,
+                                                           what="This Midjourney account")
         return lim
 
     def _release(self, handle: dict[str, Any]) -> None:
@@ -124,22 +131,41 @@ class MidjourneyProvider(HttpProvider):
 
     # -- submit -----------------------------------------------------------------------------------------
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        if req.operation == "variation":
-            raise InvalidRequest("Midjourney routes do not make variations; send an edit with a prompt.",
-                                 param="model", code="unsupported_operation")
-        body: dict[str, Any] = {"prompt": wire.build_prompt(req, ctx.upstream_model)}
-        refs = await self._reference_images(req)
-        if refs:
-            body["base64Array"] = refs
-        if ctx.request_id:
-            body["state"] = ctx.request_id
+    async def stream(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+        """Queued, then (once an account slot is free) Submitting, then the Pending handle."""
+        # (variations never get here: the router checks the capabilities)
+        body = await self._body(req, ctx)
         grids = math.ceil(req.n / 4)
         limiter = self._limiter(ctx)
         yield Progress(0, status="queued")
         slots = await limiter.acquire(grids)
         try:
             yield Submitting()  # (inside the try: a consumer that stops here gives the slots back)
+        except BaseException:
+            limiter.release(slots)
+            raise
+        yield await self._send(req, ctx, body, limiter, slots)
+
+    async def submit(self, req: ImageRequest, ctx: CallContext) -> Pending:
+        body = await self._body(req, ctx)
+        grids = math.ceil(req.n / 4)
+        limiter = self._limiter(ctx)
+        return await self._send(req, ctx, body, limiter, await limiter.acquire(grids))
+
+    async def _body(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": wire.build_prompt(req, ctx.upstream_model)}
+        refs = await self._reference_images(req)
+        if refs:
+            body["base64Array"] = refs
+        if ctx.request_id:
+            body["state"] = ctx.request_id
+        return body
+
+    async def _send(self, req: ImageRequest, ctx: CallContext, body: dict[str, Any], limiter: AccountLimiter,
+                    slots: int) -> Pending:
+        """Submit the grid(s) holding `slots` of the account (given back if the submit fails)."""
+        grids = math.ceil(req.n / 4)
+        try:
             answers = await asyncio.gather(*(self._submit(ctx, "/submit/imagine", body) for _ in range(grids)),
                                            return_exceptions=True)
             ids = [a for a in answers if isinstance(a, str)]
@@ -153,8 +179,8 @@ class MidjourneyProvider(HttpProvider):
             raise
         hid = uuid.uuid4().hex
         self._held[hid] = (limiter, slots)
-        yield Pending({"hid": hid, "tasks": ids, "n": req.n, "phase": "grid",
-                       "upscale": bool(ctx.options.get("upscale", False)), "grids": grids})
+        return Pending({"hid": hid, "tasks": ids, "n": req.n, "phase": "grid",
+                        "upscale": self.route_options(ctx).upscale, "grids": grids})
 
     async def _reference_images(self, req: ImageRequest) -> list[str]:
         """Edit inputs as data URLs (`base64Array`); the mask has no Midjourney equivalent and is ignored."""
@@ -194,7 +220,7 @@ class MidjourneyProvider(HttpProvider):
     async def _outcome(self, h: dict[str, Any], tasks: dict[str, dict[str, Any]], ctx: CallContext) -> PollOutcome:
         ids: list[str] = list(h.get("tasks", ()))
         found = [tasks[i] for i in ids if i in tasks]
-        limit = int(ctx.options.get("missing_polls", 20))
+        limit = self.route_options(ctx).missing_polls
         for i in ids:
             if i in tasks:
                 self._missing.pop(i, None)
@@ -312,7 +338,3 @@ class MidjourneyProvider(HttpProvider):
 
         await asyncio.gather(*(one(t) for t in ids))
 
-
-def _seconds(v: Any) -> float | None:
-    """An optional seconds option (None when unset)."""
-    return None if v is None else float(v)

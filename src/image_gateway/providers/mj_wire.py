@@ -11,12 +11,12 @@ from typing import Any
 
 from ..core.types import ImageRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
+from ..media.sizes import SIZE_RE
 
 # A `--name` parameter in a prompt, and the names that mean the same thing.
 _PARAM = re.compile(r"(?:^|\s)--([A-Za-z][A-Za-z0-9_-]*)")
 _CANON = {"version": "v", "niji": "v", "aspect": "ar", "quality": "q", "stylize": "s"}
 _RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×*]\s*(\d{1,5})\s*$")
 MAX_SEED = 4294967295
 
 
@@ -27,7 +27,7 @@ def prompt_params(prompt: str) -> set[str]:
 
 def aspect_ratio(size: str | None, ratio: Any = None) -> str | None:
     """`1536x1024` → `3:2` (reduced); any WxH is accepted; `auto`/None → the `ratio` hint, if well formed."""
-    m = _SIZE.match(size) if size else None
+    m = SIZE_RE.match(size) if size else None
     if m is None and isinstance(ratio, str):
         m = _RATIO.match(ratio)
     if m is None:

@@ -24,7 +24,7 @@ from ..core.types import (
 )
 from ..errors import GatewayError, UpstreamError
 from ..media.fetch import decode_data_url
-from .base import Capabilities, RouteSpec
+from .base import Capabilities, RouteSpec, StreamingProvider, SyncProvider
 from .http import HttpProvider, connection_error, error_from_openai_body
 
 # Documented parameters per endpoint (protocols.md §1.1-1.3); everything else stays with us.
@@ -43,16 +43,36 @@ def _routes() -> tuple[RouteSpec, ...]:
     return tuple(RouteSpec(n, n, description=f"OpenAI {n}") for n in names)
 
 
-def _native(ctx: CallContext) -> tuple[bool, bool]:
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    passthrough_extra: bool = False  # send unknown body fields upstream too
+
+
+class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Whether the upstream model takes response_format / output_format (None: by model name).
+    native_response_format: bool | None = None
+    native_output_format: bool | None = None
+
+
+# Sizes OpenAI's image models accept (protocols.md §1.1), by upstream model prefix; the prompt
+# pipeline picks the nearest to a ratio. Unknown models get the GPT-image sizes.
+SIZES: dict[str, tuple[str, ...]] = {
+    "dall-e-2": ("1024x1024",),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "gpt-image": ("1024x1024", "1536x1024", "1024x1536"),
+    "": ("1024x1024", "1536x1024", "1024x1536"),
+}
+
+
+def _native(ctx: CallContext, o: RouteOptions) -> tuple[bool, bool]:
     """(takes response_format, takes output_format) for the upstream model; route options override.
 
     GPT-image models always answer base64 and reject response_format; DALL·E models take
     response_format but not output_format. The gateway does the other half itself.
     """
     model = ctx.upstream_model
-    gpt_image = model.startswith(("gpt-image", "chatgpt-image"))
-    return (bool(ctx.options.get("native_response_format", not gpt_image)),
-            bool(ctx.options.get("native_output_format", not model.startswith("dall-e"))))
+    rf, of = o.native_response_format, o.native_output_format
+    return (not model.startswith(("gpt-image", "chatgpt-image")) if rf is None else rf,
+            not model.startswith("dall-e") if of is None else of)
 
 
 @functools.cache
@@ -65,22 +85,26 @@ def _forwarded(operation: str, native_rf: bool, native_of: bool) -> tuple[str, .
     return tuple(n for n in names if n not in skip)
 
 
-class OpenAIProvider(HttpProvider):
+class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
     name: ClassVar[str] = "openai"
     env_prefix: ClassVar[str] = "OPENAI"
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
-    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, native_stream=True)
+    capabilities: ClassVar[Capabilities] = Capabilities(edits=True, variations=True, masks=True, native_stream=True,
+                                                        sizes=SIZES)
     builtin_routes: ClassVar[Sequence[RouteSpec]] = _routes()
+    Options = Options
+    RouteOptions = RouteOptions
 
     def _params(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
+        o: RouteOptions = self.route_options(ctx)
         params: dict[str, Any] = {"model": ctx.upstream_model}
         if req.operation != "variation":
             params["prompt"] = req.prompt
-        for n in _forwarded(req.operation, *_native(ctx)):
+        for n in _forwarded(req.operation, *_native(ctx, o)):
             v = getattr(req, n)
             if v is not None and not (n == "stream" and v is False):
                 params[n] = v
-        if ctx.options.get("passthrough_extra"):
+        if o.passthrough_extra:
             params.update(req.extra)
         return params
 
@@ -98,21 +122,15 @@ class OpenAIProvider(HttpProvider):
             return url, {"data": msgspec.json.encode(params), "headers": {**auth, **_JSON}}
         return url, {"data": await self._form(req, params), "headers": auth}
 
-    async def complete(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+    async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         """A request that is not streamed: one call, one answer (the engine's fast path)."""
         url, kwargs = await self._request(req, ctx)
-        try:
-            async with self.session.post(url, **kwargs) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise error_from_openai_body(resp.status, body, resp.headers, self.name, [ctx.api_key])
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise connection_error(e, self.name) from None
-        return parse_images_response(body)
+        answer = await self.call(url, ctx, data=kwargs["data"], headers=kwargs["headers"], errors=True)
+        return parse_images_response(answer.body)
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
         if not req.stream:
-            yield await self.complete(req, ctx)
+            yield await self.generate(req, ctx)
             return
         url, kwargs = await self._request(req, ctx)
         try:

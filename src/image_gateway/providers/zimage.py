@@ -4,32 +4,57 @@ Body: prompt, width, height, steps, cfg, model_index, seed, negative_prompt. The
 `size` becomes width/height (multiples of 8, clamped to 64-2048); `width`, `height`, `cfg`, `seed`,
 `steps` and `negative_prompt` may also come as extra body fields (the SDK's `extra_body`) and win.
 A ratio chosen by the prompt pipeline arrives as `extra["aspect_ratio"]` and maps to ZIMAGE_SIZES.
-`n` > 1 is n parallel calls with consecutive seeds.
+`n` > 1 is n parallel calls with consecutive seeds. Options (per provider or per route): model_index
+(5), steps (8), cfg (7.0), negative_prompt, rehost (false).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import aiohttp
 import msgspec
 
-from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderEvent, ProviderResult
+from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderResult
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import parse_size
-from ..prompt.ratio import ZIMAGE_SIZES
-from .base import Capabilities, RouteSpec
-from .http import HttpProvider, connection_error, retry_after
+from .base import Capabilities, RouteSpec, SyncProvider
+from .http import HttpProvider, fan_out, retry_after, with_rehost
 
 GENERATE_PATH = "/api/v1/generate_image"
 MIN_SIDE, MAX_SIDE = 64, 2048
 DEFAULT_RATIO = "1:1"
 MAX_N = 4
 MAX_INT = 2**63 - 1
+
+# Sizes for Z-Image on sd.exacg.cc. The six ratios of the seed's table are copied from it; the other
+# four keep the long side at 2048 where possible (2:3 mirrors the seed's 3:2).
+ZIMAGE_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (2048, 2048),
+    "1:2": (1024, 2048),
+    "2:1": (2048, 1024),
+    "2:3": (1280, 1920),
+    "3:2": (1920, 1280),
+    "3:4": (1536, 2048),
+    "4:3": (2048, 1536),
+    "9:16": (1152, 2048),
+    "16:9": (2048, 1152),
+    "21:9": (2048, 880),
+}
+
+
+class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    model_index: int = 5
+    steps: int = 8
+    cfg: float = 7.0
+    negative_prompt: str | None = None
+    rehost: bool = False  # re-host the result URLs (they are the site's)
+
+
+class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
 
 
 def snap8(value: int) -> int:
@@ -88,13 +113,16 @@ def dimensions(req: ImageRequest) -> tuple[int, int]:
     return snap8(w if w is not None else base[0]), snap8(h if h is not None else base[1])
 
 
-class ZImageProvider(HttpProvider):
+class ZImageProvider(HttpProvider, SyncProvider):
     name: ClassVar[str] = "zimage"
     env_prefix: ClassVar[str] = "SD"
     default_base_url: ClassVar[str] = "https://sd.exacg.cc"
-    capabilities: ClassVar[Capabilities] = Capabilities(max_n=MAX_N)
+    label: ClassVar[str] = "Z-Image"
     # The prompt pipeline hands a ratio over as extra["aspect_ratio"] instead of a pixel size.
-    takes_aspect_ratio: ClassVar[bool] = True
+    capabilities: ClassVar[Capabilities] = Capabilities(max_n=MAX_N, takes_aspect_ratio=True,
+                                                        aspect_ratios=tuple(ZIMAGE_SIZES))
+    Options = Options
+    RouteOptions = RouteOptions
     builtin_routes: ClassVar[Sequence[RouteSpec]] = (
         # model_index/steps/cfg/negative_prompt/rehost are options (per provider or per route); the
         # defaults live in body() so a provider-wide setting is not shadowed by a route default.
@@ -103,10 +131,11 @@ class ZImageProvider(HttpProvider):
     )
 
     def body(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
-        """The upstream body for one image (seed filled in per call by run())."""
+        """The upstream body for one image (seed filled in per call by generate())."""
+        o: RouteOptions = self.route_options(ctx)
         width, height = dimensions(req)
         steps = _int(req.extra.get("steps"), "steps")
-        steps = steps if steps is not None else int(ctx.options.get("steps", 8))
+        steps = steps if steps is not None else o.steps
         if not 1 <= steps <= 100:
             raise InvalidRequest("'steps' must be between 1 and 100.", param="steps", code="invalid_value")
         cfg = _float(req.extra.get("cfg"), "cfg")
@@ -115,10 +144,10 @@ class ZImageProvider(HttpProvider):
             "width": width,
             "height": height,
             "steps": steps,
-            "cfg": cfg if cfg is not None else float(ctx.options.get("cfg", 7.0)),
-            "model_index": int(ctx.options.get("model_index", 5)),
+            "cfg": cfg if cfg is not None else o.cfg,
+            "model_index": o.model_index,
         }
-        negative = req.extra.get("negative_prompt", ctx.options.get("negative_prompt"))
+        negative = req.extra.get("negative_prompt", o.negative_prompt)
         if negative is not None and not isinstance(negative, str):
             raise InvalidRequest("'negative_prompt' must be a string.", param="negative_prompt",
                                  code="invalid_value")
@@ -126,35 +155,21 @@ class ZImageProvider(HttpProvider):
             body["negative_prompt"] = negative
         return body
 
-    async def run(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        if req.operation != "generate":
-            raise InvalidRequest("Z-Image only generates images from text.", param="model",
-                                 code="unsupported_operation")
-        if req.n > MAX_N:
-            raise InvalidRequest(f"Z-Image makes at most {MAX_N} images per request.", param="n",
-                                 code="invalid_value")
+    async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+        # (edits, variations and n > MAX_N never get here: the router checks the capabilities)
         body = self.body(req, ctx)
         seed = _int(req.extra.get("seed"), "seed")
         if seed is None or seed < 0:  # -1 means "random" to several clients
             seed = random.randrange(2_147_483_647)
-        calls = [self._one({**body, "seed": (seed + i) % 2_147_483_647}, ctx) for i in range(req.n)]
-        urls = await asyncio.gather(*calls) if len(calls) > 1 else [await calls[0]]
-        yield ProviderResult(
-            [GeneratedImage(url=u) for u in urls],
-            meta={"size": f"{body['width']}x{body['height']}", "seed": seed,
-                  "rehost": bool(ctx.options.get("rehost", False))},
-        )
+        urls = await fan_out([self._one({**body, "seed": (seed + i) % 2_147_483_647}, ctx) for i in range(req.n)])
+        result = ProviderResult([GeneratedImage(url=u) for u in urls],
+                                meta={"size": f"{body['width']}x{body['height']}", "seed": seed})
+        return with_rehost(result, self.route_options(ctx).rehost)
 
     async def _one(self, body: dict[str, Any], ctx: CallContext) -> str:
-        headers = {"Authorization": f"Bearer {ctx.api_key}", "Content-Type": "application/json"}
-        try:
-            async with self.session.post(self.base_url + GENERATE_PATH, data=msgspec.json.encode(body),
-                                         headers=headers) as resp:
-                raw = await resp.read()
-                status, ctype, resp_headers = resp.status, resp.content_type, resp.headers
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise connection_error(e, "Z-Image") from None
-        return image_url_of(status, ctype, raw, resp_headers, [ctx.api_key])
+        a = await self.call(self.base_url + GENERATE_PATH, ctx, json=body,
+                            headers={"Authorization": f"Bearer {ctx.api_key}"})
+        return image_url_of(a.status, a.content_type, a.body, a.headers, [ctx.api_key])
 
 
 def _message(data: Any) -> str | None:

@@ -61,7 +61,8 @@ class Pool:
             for d in route.deployments:
                 settings = ProviderSettings(
                     route.provider, d.base_url or base.base_url, d.api_key or base.api_key,
-                    d.timeout_s if d.timeout_s is not None else base.timeout_s, {**base.options, **d.options})
+                    d.timeout_s if d.timeout_s is not None else base.timeout_s, {**base.options, **d.options},
+                    base.adapter)
                 deps.append(self._deployment(route.name, d.label, self._endpoint(settings, old_endpoints), old))
             self.by_route[route.name] = deps
 
@@ -71,7 +72,7 @@ class Pool:
                 if ep not in self.endpoints:
                     self.endpoints.append(ep)
                 return ep
-        ep = Endpoint(settings, PROVIDER_CLASSES[settings.name](settings))
+        ep = Endpoint(settings, (settings.adapter or PROVIDER_CLASSES[settings.name])(settings))
         self.endpoints.append(ep)
         return ep
 

@@ -87,16 +87,29 @@ class Router:
         return float(route.options.get("deadline_s", self.cfg.job_deadline_s))
 
     def supports(self, route: Route, req: ImageRequest) -> bool:
+        return self.unsupported(route, req) is None
+
+    def unsupported(self, route: Route, req: ImageRequest) -> InvalidRequest | None:
+        """Why the route's provider cannot serve `req` (its capabilities), or None."""
         caps = self.providers[route.provider].capabilities
-        if req.operation == "edit":
-            return caps.edits
-        return caps.variations if req.operation == "variation" else True
+        if req.n > caps.max_n:
+            return InvalidRequest(f"The model '{route.name}' makes at most {caps.max_n} images per request.",
+                                  param="n", code="invalid_value")
+        if req.operation == "generate":
+            return None
+        if not (caps.edits if req.operation == "edit" else caps.variations):
+            what = "image edits" if req.operation == "edit" else "image variations"
+            return InvalidRequest(f"The model '{route.name}' does not support {what}.", param="model",
+                                  code="unsupported_operation")
+        if req.mask is not None and not caps.masks:
+            return InvalidRequest(f"The model '{route.name}' does not take a mask; send the image(s) and "
+                                  "describe the edit.", param="mask", code="unsupported_parameter")
+        return None
 
     def check(self, route: Route, req: ImageRequest) -> None:
-        if not self.supports(route, req):
-            what = "image edits" if req.operation == "edit" else "image variations"
-            raise InvalidRequest(f"The model '{route.name}' does not support {what}.", param="model",
-                                 code="unsupported_operation")
+        err = self.unsupported(route, req)
+        if err is not None:
+            raise err
 
     def usable_providers(self) -> list[str]:
         """Providers with a key (or needing none) and at least one deployment not cooling down."""
