@@ -29,10 +29,9 @@ log = logging.getLogger("image_gateway")
 
 
 def build_app(cfg: Config) -> RequestContext:
-    rt = Runtime(cfg)
+    rt = Runtime(cfg, tasks=tasks.TaskService)
     reloader = Reloader(rt)
     metrics.bind(rt)
-    tasks.install(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 
 from .config import Config
 from .engine.engine import Engine
+from .engine.host import TaskHost
 from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
@@ -23,13 +24,16 @@ from .routing.router import Router
 
 
 class Runtime:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, tasks: Callable[[Runtime], TaskHost] | None = None) -> None:
+        """`tasks` makes what the engine needs from the API layer (api/tasks.py TaskService)."""
         self.started = int(time.time())
         # Async tasks: SQLite under DATA_DIR (never a key), webhooks, one poller per provider instance.
         self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3"),
                              webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s,
                                                     policy=lambda: policy_for(self.cfg.private_url_allowlist)),
-                             secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s)
+                             secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s,
+                             host=tasks(self) if tasks is not None else None)
+        self.engine.configure(cfg.data_dir, cfg.task_owner_secret)  # (a restart applies a change of these)
         # The config, its providers and routes live in the Router; a reload swaps `router` whole
         # (reload.py) and a request keeps the Router it started with.
         self.router = Router(cfg, Pool(cfg), self.engine)
@@ -40,7 +44,6 @@ class Runtime:
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
         self.deliverer = Deliverer(self.store, self.download_session, cfg.download_max_bytes, cfg.download_timeout_s)
-        self.extras: dict[str, Any] = {}
 
     def download_session(self) -> aiohttp.ClientSession:
         if self._download is None or self._download.closed:
