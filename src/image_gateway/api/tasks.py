@@ -95,7 +95,7 @@ def resolve(rt: Runtime, rec: TaskRecord, key: str | None) -> tuple[Provider, Ca
         raise AuthError("This task needs its provider key again.")
     deadline = asyncio.get_running_loop().time() + router.deadline_s(route)
     return provider, CallContext(route.upstream_model, api_key, {**settings.options, **route.options},
-                                 f"task:{rec.id}", deadline)
+                                 f"task:{rec.id}", deadline, router.egress)
 
 
 async def _find(request: Request, read: bool = True) -> tuple[Runtime, Job | TaskRecord]:

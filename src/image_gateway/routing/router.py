@@ -23,6 +23,7 @@ from ..core.types import CallContext, ImageRequest, ProviderEvent, ProviderResul
 from ..engine.engine import Engine
 from ..engine.jobs import Job
 from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub
+from ..media.egress import policy_for
 from ..providers.base import Provider
 from .deployments import Deployment, Pool, pick
 from .keys import KeySource
@@ -40,6 +41,7 @@ class Router:
         self.retired: list[Pool] = []  # older pools still draining (for the in-flight gauge)
         self._chains: dict[str, list[Route]] = {}
         self._options: dict[tuple[str, int], dict[str, Any]] = {}
+        self.egress = policy_for(cfg.private_url_allowlist)  # handed to adapters on every CallContext
 
     def resolve(self, model: str) -> Route:
         route = self.cfg.resolve(model)
@@ -77,7 +79,7 @@ class Router:
         options = self._options.get((route.name, id(dep)))
         if options is None:
             options = self._options[(route.name, id(dep))] = {**settings.options, **route.options}
-        return CallContext(route.upstream_model, key, options, request_id, deadline)
+        return CallContext(route.upstream_model, key, options, request_id, deadline, self.egress)
 
     def deadline_s(self, route: Route) -> float:
         return float(route.options.get("deadline_s", self.cfg.job_deadline_s))
