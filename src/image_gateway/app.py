@@ -17,12 +17,13 @@ from . import gc_tuning, metrics
 from .api import admin, chat, health, images, models, tasks
 from .api.cors import CORS
 from .api.errors import gateway_error_handler, http_error_handler
+from .api.idempotency import IdempotencyStore
 from .api.middleware import Handler, RequestContext
+from .api.ratelimit import RateLimitMiddleware
 from .config import Config, load_config
 from .errors import GatewayError
 from .logs import flush_logging, setup_logging
 from .reload import Reloader
-from .routing.limits import RateLimitMiddleware
 from .runtime import Runtime
 
 log = logging.getLogger("image_gateway")
@@ -31,6 +32,7 @@ log = logging.getLogger("image_gateway")
 def build_app(cfg: Config) -> RequestContext:
     rt = Runtime(cfg, tasks=tasks.TaskService)
     reloader = Reloader(rt)
+    idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")  # Idempotency-Key answers (API-level)
     metrics.bind(rt)
 
     @contextlib.asynccontextmanager
@@ -51,6 +53,7 @@ def build_app(cfg: Config) -> RequestContext:
             lag.cancel()
             await reloader.stop()
             await rt.close()
+            idempotency.close()
             log.info("gateway stopped", extra={"inflight": rt.router.inflight()})
             flush_logging()
 
@@ -80,6 +83,8 @@ def build_app(cfg: Config) -> RequestContext:
                     exception_handlers={GatewayError: gateway_error_handler, HTTPException: http_error_handler})
     app.state.rt = rt
     app.state.reloader = reloader
+    app.state.reload = reloader.reload  # what POST /admin/reload calls (api/admin.py)
+    app.state.idempotency = idempotency
     # The hot routes skip Starlette's router (see api/middleware.py); the rest goes through it.
     # (`partial`s straight to images.handle with the Runtime bound: a layer and a State lookup less)
     hot: dict[tuple[str, str], Handler] = {

@@ -18,7 +18,6 @@ from .media.store import LocalImageStore
 from .providers.base import Provider
 from .providers.http import new_session
 from .routing.deployments import Pool
-from .routing.idempotency import IdempotencyStore
 from .routing.limits import Limiter
 from .routing.router import Router
 
@@ -39,7 +38,6 @@ class Runtime:
         self.router = Router(cfg, Pool(cfg), self.engine)
         self.generation = 0  # config swaps since start
         self.limiter = Limiter()
-        self.idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")
         self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
@@ -70,7 +68,6 @@ class Runtime:
     async def close(self) -> None:
         await self.engine.close()
         await self.router.pool.close()
-        self.idempotency.close()
         if self._download is not None:
             await self._download.close()
         if self._enhance is not None:
