@@ -178,11 +178,13 @@ async def test_a_detached_job_is_finished_by_the_poller() -> None:
     await engine.open_task(job)
     evs = await collect(engine, p, "ok:1", job=job)
     assert isinstance(evs[-1], Pending)  # handed over: the caller stops here
+    assert engine.queue_depth == 1  # polled (the gateway_queue_depth gauge)
     for _ in range(100):
         if job.terminal:
             break
         await asyncio.sleep(INTERVAL)
     assert job.status == "succeeded" and store.rows[job.id].status == "succeeded"
+    assert engine.queue_depth == 0
     await engine.close()
 
 

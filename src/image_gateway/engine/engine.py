@@ -231,6 +231,12 @@ class Engine:
             p.remove(job.id)
 
     @property
+    def queue_depth(self) -> int:
+        """Async tasks not finished yet: waiting to be sent (e.g. for an account slot), being sent,
+        polled, or waiting for their caller's key (the `gateway_queue_depth` gauge)."""
+        return len(self.jobs)
+
+    @property
     def polls(self) -> int:
         return sum(p.polls for p in self._pollers.values())
 

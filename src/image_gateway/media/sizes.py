@@ -17,7 +17,3 @@ def parse_size(size: str | None, default: tuple[int, int] = (1024, 1024), max_si
         raise ValueError(f"size must be WIDTHxHEIGHT or 'auto', got {size!r}")
     w, h = int(m.group(1)), int(m.group(2))
     return max(min_side, min(w, max_side)), max(min_side, min(h, max_side))
-
-
-def is_size(size: str) -> bool:
-    return size == "auto" or _SIZE.match(size) is not None

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..config import Route
     from ..runtime import Runtime
 
-# Sizes OpenAI's image models accept (protocols.md §1.1), by upstream model prefix.
+# Sizes OpenAI's image models accept (docs/protocols.md §1.1), by upstream model prefix.
 OPENAI_SIZES: dict[str, tuple[str, ...]] = {
     "dall-e-2": ("1024x1024",),
     "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),

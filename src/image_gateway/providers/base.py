@@ -74,10 +74,3 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-class Cancellable(Protocol):
-    """Optional: adapters whose upstream can cancel a task. Called on DELETE /v1/images/tasks/{id} and
-    when a job passes its deadline. Best effort: it must not raise for a task that already ended."""
-
-    async def cancel(self, handle: dict[str, Any], ctx: CallContext) -> None: ...

@@ -1,4 +1,4 @@
-"""Midjourney through a midjourney-proxy (novicezk, trueai-org forks, new-api relays): protocols.md §2.
+"""Midjourney through a midjourney-proxy (novicezk, trueai-org forks, new-api relays): docs/protocols.md §2.
 
 Submit-then-poll: `run()` submits `/mj/submit/imagine` (ceil(n/4) of them in parallel for n > 4)
 and hands the engine a Pending handle; `poll()` asks for every handle's tasks in one
