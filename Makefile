@@ -25,6 +25,7 @@ run: $(STAMP)
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(TSTAMP) lint
 	$(BIN)/pytest -n auto --dist loadfile
