@@ -39,3 +39,30 @@ def test_a_provider_importing_the_api_breaks_the_contract(tmp_path: Path) -> Non
     assert "layers BROKEN" in r.stdout
     assert "image_gateway.providers is not allowed to import image_gateway.api" in r.stdout
     assert "image_gateway.providers.demo -> image_gateway.api.images" in r.stdout
+
+
+def _contract_layers() -> list[list[str]]:
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    return [[m.strip().removeprefix("image_gateway.") for m in layer.replace("|", ":").split(":")]
+            for layer in cfg["layers"]]
+
+
+def test_the_readme_diagram_lists_the_contracts_layers_in_order() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Architecture")
+    diagram = readme[readme.index("```\n", start) + 4:readme.index("\n```", readme.index("```\n", start) + 4)]
+    rows = [line for line in diagram.splitlines() if line.strip() and line.strip() != "v"]
+    assert len(rows) >= len(_contract_layers())
+
+    def row_of(module: str) -> int:
+        hits = [i for i, row in enumerate(rows) if f"{module}/" in row or f"{module}.py" in row]
+        assert hits, f"{module} is in the contract but not in the README diagram"
+        return hits[0]
+
+    previous = -1
+    for layer in _contract_layers():
+        at = {row_of(m) for m in layer}
+        assert min(at) > previous, f"{layer} is out of order in the README diagram"
+        previous = max(at)
