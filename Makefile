@@ -36,6 +36,7 @@ run: $(STAMP)
 lint: $(TSTAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(TSTAMP) lint
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)  # the browser tests (Debian's)

@@ -57,8 +57,10 @@ def build_app(variant: str, upstream: str) -> Any:
     if variant == "no-router":
         async def respond(request: Any, rt: Any, route: Any, req: Any, keys: Any) -> Any:
             state = request.scope["state"]
-            result = await rt.router.provider_of(route).complete(req, rt.router.context(route, keys,
-                                                                                       state["request_id"]))
+            router = rt.router
+            deadline = asyncio.get_running_loop().time() + router.deadline_s(route)
+            ctx = router._ctx(route, router.pool.deployments(route)[0], keys, state["request_id"], deadline)
+            result = await router.provider_of(route).complete(req, ctx)
             body = await images.finish(request, rt, req, result)
             return images.JSONBytes(images.encode(body), 200, images._served(request, route))
 

@@ -19,7 +19,7 @@ from image_gateway.core.types import (
     ProviderResult,
 )
 from image_gateway.engine.engine import Engine
-from image_gateway.engine.jobs import CURRENT_JOB, Job
+from image_gateway.engine.jobs import Job
 from image_gateway.engine.poller import PollSettings
 from image_gateway.engine.store import MemoryTaskStore
 from image_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
@@ -88,9 +88,9 @@ def req(prompt: str) -> ImageRequest:
     return ImageRequest(operation="generate", prompt=prompt, model="m")
 
 
-async def collect(engine: Engine, p: Scripted, prompt: str, deadline_s: float = 10.0,
+async def collect(engine: Engine, p: Scripted, prompt: str, deadline_s: float = 10.0, job: Job | None = None,
                   **options: Any) -> list[ProviderEvent]:
-    return [ev async for ev in engine.events(p, req(prompt), ctx(deadline_s, **options))]
+    return [ev async for ev in engine.events(p, req(prompt), ctx(deadline_s, **options), job)]
 
 
 async def test_many_jobs_cost_one_poll_per_tick() -> None:
@@ -163,8 +163,7 @@ async def test_progress_is_published_once_per_change_and_the_job_is_stored() -> 
     store = MemoryTaskStore()
     engine, p = Engine(store=store), Scripted()
     job = Job("m", "route")
-    CURRENT_JOB.set(job)
-    evs = await collect(engine, p, "ok:3")
+    evs = await collect(engine, p, "ok:3", job=job)
     assert [e.percent for e in evs if isinstance(e, Progress)] == [0, 30, 60, 90]
     await asyncio.sleep(0.01)  # the caller hears first, the store is written right after
     assert job.status == "succeeded" and store.rows[job.id].status == "succeeded"
@@ -178,14 +177,15 @@ async def test_a_detached_job_is_finished_by_the_poller() -> None:
     job = Job("m", "route")
     job.detached = True
     await engine.open_task(job)
-    CURRENT_JOB.set(job)
-    evs = await collect(engine, p, "ok:1")
+    evs = await collect(engine, p, "ok:1", job=job)
     assert isinstance(evs[-1], Pending)  # handed over: the caller stops here
+    assert engine.queue_depth == 1  # polled (the gateway_queue_depth gauge)
     for _ in range(100):
         if job.terminal:
             break
         await asyncio.sleep(INTERVAL)
     assert job.status == "succeeded" and store.rows[job.id].status == "succeeded"
+    assert engine.queue_depth == 0
     await engine.close()
 
 

@@ -38,7 +38,7 @@ def test_metrics_page_counts_requests_attempts_and_state(gateway: GatewayFactory
     for name in ("gateway_event_loop_lag_seconds", "gateway_jobs_in_flight", "gateway_queue_depth",
                  "gateway_deployment_state", "gateway_config_generation"):
         assert f"\n{name}" in m, name
-    assert metric(m, "gateway_jobs_in_flight") == 0
+    assert metric(m, "gateway_jobs_in_flight") == 0 and metric(m, "gateway_queue_depth") == 0
     assert UPSTREAM_KEY not in m
     gw.assert_secret_absent(UPSTREAM_KEY)
 

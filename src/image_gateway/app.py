@@ -19,13 +19,14 @@ from . import gc_tuning, metrics, server
 from .api import admin, admin_tasks, chat, health, images, models, tasks, web
 from .api.cors import CORS
 from .api.errors import error_body, gateway_error_handler, http_error_handler
+from .api.idempotency import IdempotencyStore
 from .api.middleware import Handler, RequestContext
+from .api.ratelimit import RateLimitMiddleware
 from .config import load_config
 from .core.settings import Config
 from .errors import GatewayError
 from .logs import flush_logging, setup_logging
 from .reload import Reloader
-from .routing.limits import RateLimitMiddleware
 from .runtime import Runtime
 
 log = logging.getLogger("image_gateway")
@@ -40,10 +41,10 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def build_app(cfg: Config) -> RequestContext:
-    rt = Runtime(cfg)
+    rt = Runtime(cfg, tasks=tasks.TaskService)
     reloader = Reloader(rt)
+    idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")  # Idempotency-Key answers (API-level)
     metrics.bind(rt)
-    tasks.install(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,6 +64,7 @@ def build_app(cfg: Config) -> RequestContext:
             lag.cancel()
             await reloader.stop()
             await rt.close()
+            idempotency.close()
             log.info("gateway stopped", extra={"inflight": rt.router.inflight()})
             flush_logging()
 
@@ -95,6 +97,8 @@ def build_app(cfg: Config) -> RequestContext:
                                         Exception: internal_error_handler})
     app.state.rt = rt
     app.state.reloader = reloader
+    app.state.reload = reloader.reload  # what POST /admin/reload calls (api/admin.py)
+    app.state.idempotency = idempotency
     # The hot routes skip Starlette's router (see api/middleware.py); the rest goes through it.
     # (`partial`s straight to images.handle with the Runtime bound: a layer and a State lookup less)
     hot: dict[tuple[str, str], Handler] = {

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import msgspec
 
+from .api.task_view import task_object
 from .cli_client import CommandError, Target, check, client, transport_error
 from .core.settings import Config
-from .engine.jobs import task_object
 from .engine.sqlite_store import SqliteTaskStore
 
 STATUSES = ("queued", "in_progress", "succeeded", "failed", "cancelled")

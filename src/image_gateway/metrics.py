@@ -99,10 +99,9 @@ class _RuntimeCollector(Collector):
         router = rt.router
         yield GaugeMetricFamily("gateway_jobs_in_flight", "Image requests being routed right now",
                                 value=router.inflight())
-        depth = getattr(rt.engine, "queue_depth", 0)
-        depth = depth() if callable(depth) else depth
-        yield GaugeMetricFamily("gateway_queue_depth", "Async upstream tasks waiting to finish (engine)",
-                                value=float(depth or 0))
+        yield GaugeMetricFamily("gateway_queue_depth", "Async tasks not finished yet: waiting to be sent (e.g. for "
+                                "an account slot), polled, or waiting for their key (engine)",
+                                value=float(rt.engine.queue_depth))
         state = GaugeMetricFamily("gateway_deployment_state", "0 closed (serving), 1 open (cooling down), "
                                   "2 half-open (probing)", labels=["route", "deployment"])
         busy = GaugeMetricFamily("gateway_deployment_inflight", "Attempts running on a deployment's upstream",

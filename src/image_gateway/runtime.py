@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 
 from .core.settings import Config
 from .engine.engine import Engine
+from .engine.host import TaskHost
 from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
@@ -17,30 +18,30 @@ from .media.store import LocalImageStore
 from .providers.base import Provider
 from .providers.http import new_session
 from .routing.deployments import Pool
-from .routing.idempotency import IdempotencyStore
 from .routing.limits import Limiter
 from .routing.router import Router
 
 
 class Runtime:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, tasks: Callable[[Runtime], TaskHost] | None = None) -> None:
+        """`tasks` makes what the engine needs from the API layer (api/tasks.py TaskService)."""
         self.started = int(time.time())
         # Async tasks: SQLite under DATA_DIR (never a key), webhooks, one poller per provider instance.
         self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3"),
                              webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s,
                                                     policy=lambda: policy_for(self.cfg.private_url_allowlist)),
-                             secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s)
+                             secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s,
+                             host=tasks(self) if tasks is not None else None)
+        self.engine.configure(cfg.data_dir, cfg.task_owner_secret)  # (a restart applies a change of these)
         # The config, its providers and routes live in the Router; a reload swaps `router` whole
         # (reload.py) and a request keeps the Router it started with.
         self.router = Router(cfg, Pool(cfg), self.engine)
         self.generation = 0  # config swaps since start
         self.limiter = Limiter()
-        self.idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")
         self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
         self.deliverer = Deliverer(self.store, self.download_session, cfg.download_max_bytes, cfg.download_timeout_s)
-        self.extras: dict[str, Any] = {}
 
     def download_session(self) -> aiohttp.ClientSession:
         if self._download is None or self._download.closed:
@@ -67,7 +68,6 @@ class Runtime:
     async def close(self) -> None:
         await self.engine.close()
         await self.router.pool.close()
-        self.idempotency.close()
         if self._download is not None:
             await self._download.close()
         if self._enhance is not None:

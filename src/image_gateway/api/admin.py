@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.settings import ConfigError
+from ..core.settings import Config, ConfigError
 from ..errors import AuthError, GatewayError
-from ..reload import Reloader
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from .auth import bearer, same_secret
@@ -30,9 +30,9 @@ def _admin(request: Request) -> Runtime:
 async def reload(request: Request) -> Response:
     """POST /admin/reload: re-read the YAML file and .env, swap atomically, or say why not."""
     rt = _admin(request)
-    reloader: Reloader = request.app.state.reloader
+    reload_config: Callable[[str], Awaitable[Config]] = request.app.state.reload  # (injected by app.py)
     try:
-        cfg = await reloader.reload("admin")
+        cfg = await reload_config("admin")
     except ConfigError as e:
         raise GatewayError(f"The new config was rejected; the running config is unchanged. {e}", status=400,
                            code="invalid_config") from None

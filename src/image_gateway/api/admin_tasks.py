@@ -11,12 +11,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..engine.jobs import task_object
 from ..engine.store import TaskRecord
 from ..errors import InvalidRequest
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from .admin import _admin
+from .task_view import task_object
 
 STATUSES = ("queued", "in_progress", "succeeded", "failed", "cancelled")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -53,7 +52,3 @@ class JSONBytes(Response):
         if headers:
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.raw_headers = raw
-
-
-def json_response(data: Any, status_code: int = 200, headers: Mapping[str, str] | None = None) -> JSONBytes:
-    return JSONBytes(encode(data), status_code, headers)

@@ -20,10 +20,10 @@ from starlette.responses import Response
 from .. import metrics
 from ..core.types import ImageRequest
 from ..errors import GatewayError, InvalidRequest
-from ..routing.idempotency import Stored, key_id
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from .body import header
+from .idempotency import IdempotencyStore, Stored, key_id
 from .owner import fingerprint as owner_of
 
 _KEEP = ("content-type", "x-gateway-model", "x-gateway-provider", "retry-after")
@@ -57,8 +57,9 @@ async def idempotent(request: Request, rt: Runtime, req: ImageRequest, key: str,
         return Stored(fp, e.status, {"content-type": "application/json", **e.headers}, encode(e.body()))
 
     try:
-        stored, how = await rt.idempotency.run(key_id(owner_of(request, rt), key), fp,
-                                               rt.cfg.router.idempotency_ttl_s, run, render)
+        store: IdempotencyStore = request.app.state.idempotency
+        stored, how = await store.run(key_id(owner_of(request, rt), key), fp, rt.cfg.router.idempotency_ttl_s,
+                                      run, render)
     except GatewayError as e:
         metrics.IDEMPOTENCY.labels("conflict" if e.status == 409 else "error").inc()
         raise

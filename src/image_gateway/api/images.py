@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..core.settings import Route
 from ..core.types import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
+from ..engine.jobs import Job
 from ..errors import GatewayError, InvalidRequest
 from ..media.deliver import Delivery
 from ..media.egress import check_param, policy_for
@@ -175,12 +176,12 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
     if job.detached:
         return await jobs.start(request, rt, route, req, keys, job)
     if req.stream:
-        return await stream_response(request, rt, route, req, keys)
+        return await stream_response(request, rt, route, req, keys, job)
     state = request.scope["state"]
     try:
-        result = await rt.router.result(route, req, keys, state["request_id"], state)
+        result = await rt.router.result(route, req, keys, state["request_id"], state, job)
     except BaseException as e:
-        jobs.settle(rt, e)
+        jobs.settle(rt, job, e)
         raise
     headers = served_headers(state)
     if job.persistent:
@@ -192,10 +193,10 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
 
 
 async def stream_response(request: Request, rt: Runtime, route: Route, req: ImageRequest,
-                          keys: KeySource) -> Response:
+                          keys: KeySource, job: Job) -> Response:
     """Headers go out with the first event (up to FIRST_EVENT_WAIT_S), so they can name the route
     that actually served: the router may fall back until that first event."""
-    source = stream_events(request, rt, route, req, keys)
+    source = stream_events(request, rt, route, req, keys, job)
     first = asyncio.ensure_future(anext(source))
     await asyncio.wait({first}, timeout=FIRST_EVENT_WAIT_S)
 
@@ -212,16 +213,16 @@ async def stream_response(request: Request, rt: Runtime, route: Route, req: Imag
 
 
 async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageRequest,
-                        keys: KeySource) -> AsyncIterator[bytes]:
+                        keys: KeySource, job: Job) -> AsyncIterator[bytes]:
     """OpenAI's image SSE for any provider: partial images, completed images, then [DONE]."""
     prefix = "image_edit" if req.operation == "edit" else "image_generation"
     partials_left = req.partial_images or 0
     partial_index = 0
     try:
         state = request.scope["state"]
-        job, announced = jobs.current(), False
-        async for ev in rt.router.events(route, req, keys, state["request_id"], state):
-            if not announced and job is not None and job.persistent:
+        announced = False
+        async for ev in rt.router.events(route, req, keys, state["request_id"], state, job):
+            if not announced and job.persistent:
                 announced = True  # it became a task: name it, so a caller who drops can fetch it later
                 yield f": task {job.id}\n\n".encode()
             if isinstance(ev, StreamEvent):
@@ -257,10 +258,10 @@ async def stream_events(request: Request, rt: Runtime, route: Route, req: ImageR
                     yield sse.event(payload, f"{prefix}.completed")
         yield sse.DONE
     except GatewayError as e:
-        jobs.settle(rt, e)
+        jobs.settle(rt, job, e)
         yield sse.error_event(e)
     except BaseException as e:
-        jobs.settle(rt, e)
+        jobs.settle(rt, job, e)
         raise
 
 

@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from ..core.settings import Route, truthy
 from ..core.types import ImageRequest, InputImage, Pending, ProviderResult
-from ..engine.jobs import CURRENT_JOB, Job, task_object
+from ..engine.jobs import Job
 from ..engine.webhooks import valid_url
 from ..errors import GatewayError, InvalidRequest, UpstreamError
 from ..routing.keys import KeySource
@@ -32,6 +32,7 @@ from ..runtime import Runtime
 from ..schemas.responses import encode
 from .body import header
 from .owner import fingerprint
+from .task_view import task_object
 
 log = logging.getLogger("image_gateway.tasks")
 
@@ -49,7 +50,7 @@ def wants_async(request: Request, req: ImageRequest) -> bool:
 
 
 def begin(request: Request, rt: Runtime, route: Route, req: ImageRequest) -> Job:
-    """The request's job (memory only until it becomes a task), bound to this request's context."""
+    """The request's job (memory only until it becomes a task), handed to the router with the request."""
     detached = wants_async(request, req)
     hook = req.extra.pop("webhook_url", None)
     delivery: dict[str, Any] = {
@@ -63,9 +64,6 @@ def begin(request: Request, rt: Runtime, route: Route, req: ImageRequest) -> Job
             raise InvalidRequest("'webhook_url' must be an http(s) URL.", param="webhook_url")
         job.webhook_url = hook
     job.detached = detached
-    # Read by the engine when the provider hands back a Pending (engine/engine.py). Set, never reset:
-    # each request runs in its own task, and the tasks it starts inherit this binding.
-    CURRENT_JOB.set(job)
     return job
 
 
@@ -75,17 +73,10 @@ def _as_task(job: Job, request: Request, rt: Runtime) -> None:
     job.owner = fingerprint(request, rt)
 
 
-def current() -> Job | None:
-    """This request's job (set by `begin`)."""
-    return CURRENT_JOB.get()
-
-
-def settle(rt: Runtime, exc: BaseException) -> None:
+def settle(rt: Runtime, job: Job, exc: BaseException) -> None:
     """The request ended with `exc`. A task that was between attempts ends with it; a task the poller
     is still running (its caller went away) runs on."""
-    job = CURRENT_JOB.get()
-    if job is not None:
-        rt.engine.settle(job, exc)
+    rt.engine.settle(job, exc)
 
 
 async def start(request: Request, rt: Runtime, route: Route, req: ImageRequest, keys: KeySource,
@@ -114,7 +105,7 @@ async def run_detached(rt: Runtime, route: Route, req: ImageRequest, keys: KeySo
     or, for a synchronous provider, until its result."""
     engine = rt.engine
     try:
-        async for ev in rt.router.events(route, req, keys, str(state.get("request_id", job.id)), state):
+        async for ev in rt.router.events(route, req, keys, str(state.get("request_id", job.id)), state, job):
             if isinstance(ev, Pending):
                 return
             if isinstance(ev, ProviderResult):
@@ -193,13 +184,12 @@ async def request_of(rt: Runtime, job: Job) -> ImageRequest:
 
 def resubmit(rt: Runtime, job: Job, keys: KeySource | None) -> None:
     """Run a stored task that was never sent upstream (after a restart; `keys`: its owner's, or None for
-    the configured ones). Installed as the engine's submitter (api/tasks.py)."""
+    the configured ones). The engine's TaskHost.submit (api/tasks.py)."""
     job.detached = True
     job.runner = asyncio.create_task(_resubmit(rt, job, keys or KeySource()), name=f"task-{job.id}")
 
 
 async def _resubmit(rt: Runtime, job: Job, keys: KeySource) -> None:
-    CURRENT_JOB.set(job)  # (this task's own context: the engine finds the job here, as for a request)
     try:
         req = await request_of(rt, job)
         route = rt.router.resolve(job.route)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -27,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..core.types import CallContext, ImageRequest, Progress, ProviderResult
-from ..engine.jobs import Job, task_object
+from ..engine.jobs import Job
 from ..engine.owners import Owners
 from ..engine.store import TaskRecord
 from ..errors import AuthError, GatewayError, ModelNotFound
@@ -37,6 +36,8 @@ from ..schemas.responses import encode
 from . import images, jobs, sse
 from .auth import authenticate
 from .owner import fingerprint, is_admin
+from .task_view import view as _view
+from .task_view import webhook_body
 
 
 class TaskNotFound(GatewayError):
@@ -45,12 +46,25 @@ class TaskNotFound(GatewayError):
     code = "task_not_found"
 
 
-def install(rt: Runtime) -> None:
-    """Give the engine what it needs from the layers above it."""
-    rt.engine.configure(rt.cfg.data_dir, rt.cfg.task_owner_secret)  # (a restart applies a change of these)
-    rt.engine.render = partial(render, rt)
-    rt.engine.resolver = partial(resolve, rt)
-    rt.engine.submitter = partial(jobs.resubmit, rt)
+class TaskService:
+    """What the engine needs from the API layer (engine/host.py TaskHost), given to it at construction
+    (runtime.py): rendering a task's result and webhook body, finding a stored task's provider
+    again, submitting a stored task."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt  # (read only when a task needs it: the Runtime is still being built here)
+
+    async def render(self, job: Job, result: ProviderResult) -> dict[str, Any]:
+        return await render(self.rt, job, result)
+
+    def resolve(self, rec: TaskRecord, key: str | None) -> tuple[Provider, CallContext]:
+        return resolve(self.rt, rec, key)
+
+    def submit(self, job: Job, keys: Any) -> None:
+        jobs.resubmit(self.rt, job, keys)
+
+    def webhook_body(self, rec: TaskRecord) -> bytes:
+        return webhook_body(rec)
 
 
 async def render(rt: Runtime, job: Job, result: ProviderResult) -> dict[str, Any]:
@@ -81,13 +95,7 @@ def resolve(rt: Runtime, rec: TaskRecord, key: str | None) -> tuple[Provider, Ca
         raise AuthError("This task needs its provider key again.")
     deadline = asyncio.get_running_loop().time() + router.deadline_s(route)
     return provider, CallContext(route.upstream_model, api_key, {**settings.options, **route.options},
-                                 f"task:{rec.id}", deadline)
-
-
-def _view(found: Job | TaskRecord) -> dict[str, Any]:
-    if isinstance(found, Job):
-        return task_object(found.record(), found.requires_key)
-    return task_object(found)
+                                 f"task:{rec.id}", deadline, router.egress)
 
 
 async def _find(request: Request, read: bool = True) -> tuple[Runtime, Job | TaskRecord]:

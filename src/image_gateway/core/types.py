@@ -1,15 +1,18 @@
 """The gateway's shared vocabulary: one image request, its result, its progress, a handle to poll,
 and what one upstream call needs. Every layer may import this module; it imports nothing of the
-gateway's but errors.
+gateway's but errors (and, for a type only, media/egress.py's policy).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import GatewayError
+
+if TYPE_CHECKING:
+    from ..media.egress import EgressPolicy
 
 Operation = Literal["generate", "edit", "variation"]
 
@@ -119,3 +122,6 @@ class CallContext:
     options: Mapping[str, Any]
     request_id: str = ""
     deadline: float = 0.0  # loop.time() by which the whole job must be done
+    # The policy caller-supplied URLs were admitted under (the config's PRIVATE_URL_ALLOWLIST), for an
+    # adapter that fetches such a URL itself; None: the strict default.
+    egress: EgressPolicy | None = None

@@ -11,6 +11,10 @@ waiting: the iteration ends there and the poller completes the job. It is stored
 with its request, and marked "submitting" (a durable write) right before its provider sends it
 upstream, so a restart can tell a job never sent (submitted then) from one that may have been
 (not sent twice: engine/recovery.py).
+
+The caller's job comes in as an argument of `events`/`result` (None: a job of its own is made if
+one is needed); what the engine needs from the API layer (rendering a result, finding a stored
+task's provider again, submitting a stored task) comes through its constructor (engine/host.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,49 +40,35 @@ from ..core.types import (
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
 from ..providers.base import PollingProvider, Provider, SyncProvider
 from ..providers.base import events as provider_events
-from . import recovery
 from .deadlines import Deadlines
+from .host import TaskHost
 from .inputs import InputStore
-from .jobs import CURRENT_JOB, Job
+from .jobs import Job
 from .ledger import Ledger
 from .owners import SECRET_FILE, Owners
 from .poller import Poller, PollSettings
+from .recovery import Recovery
 from .store import MemoryTaskStore, TaskRecord, TaskStore
 from .webhooks import WebhookSender
 
 log = logging.getLogger("image_gateway.engine")
 
-Renderer = Callable[[Job, ProviderResult], Awaitable[dict[str, Any]]]
-Resolver = Callable[[TaskRecord, "str | None"], tuple[Provider, CallContext]]
-# Starts the run phase of a stored task that was never sent upstream, with the caller's key source
-# (opaque here: the API layer's KeySource) or None for the configured keys.
-Submitter = Callable[[Job, Any], None]
 SUBMIT_GRACE_S = 5.0  # on shutdown, how long a submission under way may finish (else: outcome unknown)
-
-
-def _current_job() -> Job | None:
-    """This request's job, unless it has ended (an attempt after that, e.g. a retry on timeout, gets
-    a job of its own)."""
-    job = CURRENT_JOB.get()
-    return None if job is not None and job.terminal else job
 
 
 class Engine:
     def __init__(self, poll_interval_s: float = 2.0, *, store: TaskStore | None = None,
                  webhooks: WebhookSender | None = None, secrets: Callable[[], list[str]] | None = None,
-                 task_ttl_s: float = 7 * 24 * 3600.0) -> None:
+                 task_ttl_s: float = 7 * 24 * 3600.0, host: TaskHost | None = None) -> None:
         self.poll_interval_s = poll_interval_s
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
-        self.ledger = Ledger(self.store, webhooks, task_ttl_s)
+        self.host = host  # without one (unit tests): results unrendered, no webhooks, no resubmission
+        self.ledger = Ledger(self.store, webhooks, task_ttl_s, host.webhook_body if host is not None else None)
         self.secrets = secrets or (lambda: [])
-        # Installed by the API layer (api/tasks.py): how a result is rendered, how a stored task
-        # finds its provider and key again after a restart.
-        self.render: Renderer | None = None
-        self.resolver: Resolver | None = None
-        self.submitter: Submitter | None = None
         self.owners = Owners()  # (configure() gives both a home under DATA_DIR)
         self.inputs = InputStore()
         self.jobs: dict[str, Job] = {}  # live tasks
+        self.recovery = Recovery(self.store, self.jobs, self.ledger, lambda: self.inputs, host, self.fail, self._poll)
         self.deadlines = Deadlines()
         self._pollers: dict[int, Poller] = {}
         self._spawn = self.ledger.spawn
@@ -93,9 +83,13 @@ class Engine:
     def new_job(self, model: str, route: str, delivery: dict[str, Any] | None = None) -> Job:
         return Job(model, route, delivery)
 
-    async def events(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
-        """Every event of the job; the last one is the ProviderResult (or, detached, the Pending)."""
-        job = _current_job()
+    async def events(self, provider: Provider, req: ImageRequest, ctx: CallContext,
+                     job: Job | None = None) -> AsyncIterator[ProviderEvent]:
+        """Every event of the job; the last one is the ProviderResult (or, detached, the Pending).
+        `job`: the caller's, unless it has ended (an attempt after that, e.g. a retry on timeout,
+        gets a job of its own)."""
+        if job is not None and job.terminal:
+            job = None
         deadline = ctx.deadline or None
         complete = provider.generate if not req.stream and isinstance(provider, SyncProvider) else None
         if job is not None and job.submit is not None:  # a stored task not sent yet (never a plain request)
@@ -162,11 +156,12 @@ class Engine:
                 job.unlisten(q)
                 job.waiters -= 1
 
-    async def result(self, provider: Provider, req: ImageRequest, ctx: CallContext) -> ProviderResult:
+    async def result(self, provider: Provider, req: ImageRequest, ctx: CallContext,
+                     job: Job | None = None) -> ProviderResult:
         """The job's result without its events (a caller that does not stream)."""
         if not req.stream and isinstance(provider, SyncProvider):
-            return await self._complete(provider.generate, req, ctx, _current_job())
-        async for ev in self.events(provider, req, ctx):
+            return await self._complete(provider.generate, req, ctx, None if job is None or job.terminal else job)
+        async for ev in self.events(provider, req, ctx, job):
             if isinstance(ev, ProviderResult):
                 return ev
         raise UpstreamError(f"{provider.name} ended without a result")
@@ -239,6 +234,12 @@ class Engine:
             p.remove(job.id)
 
     @property
+    def queue_depth(self) -> int:
+        """Async tasks not finished yet: waiting to be sent (e.g. for an account slot), being sent,
+        polled, or waiting for their caller's key (the `gateway_queue_depth` gauge)."""
+        return len(self.jobs)
+
+    @property
     def polls(self) -> int:
         return sum(p.polls for p in self._pollers.values())
 
@@ -292,9 +293,9 @@ class Engine:
         if job.terminal:
             return
         body: dict[str, Any] | None = None
-        if self.render is not None:
+        if self.host is not None:
             try:
-                body = await self.render(job, result)
+                body = await self.host.render(job, result)
             except GatewayError as e:
                 await self.fail(job, e)
                 return
@@ -348,20 +349,13 @@ class Engine:
     async def find(self, task_id: str) -> Job | TaskRecord | None:
         job = self.jobs.get(task_id)
         if job is not None:
-            recovery.check_dormant(self, job)
+            self.recovery.check_dormant(job)
             return job
         return await self.store.get(task_id)
 
     def resume(self, job: Job, key: str | None, keys: Any = None) -> bool:
         """A task that lost its caller's key in a restart gets it again (engine/recovery.py)."""
-        return recovery.resume(self, job, key, keys)
-
-    def watch(self, job: Job) -> None:
-        """Poll an attached job (its provider, context and handle are set)."""
-        self._poll(job)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._spawn(coro)
+        return self.recovery.resume(job, key, keys)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -369,14 +363,14 @@ class Engine:
         """Open the store; resume every unfinished task; redeliver pending webhooks."""
         self.owners.load()  # the owner secret exists from the first start on
         await self.store.open()
-        await recovery.recover(self)
+        await self.recovery.recover()
         await self.ledger.redeliver()
         self._spawn(self._housekeeping())
 
     async def _housekeeping(self, every_s: float = 60.0) -> None:
         while True:
             for job in list(self.jobs.values()):
-                recovery.check_dormant(self, job)
+                self.recovery.check_dormant(job)
             await self.ledger.sweep()
             await asyncio.sleep(every_s)
 

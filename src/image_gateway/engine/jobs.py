@@ -13,17 +13,12 @@ import copy
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
 from typing import Any
 
 from ..core.types import CallContext, Progress, ProviderEvent, ProviderResult
 from ..errors import GatewayError
 from ..providers.base import Provider
 from .store import TERMINAL, TaskRecord
-
-# The job the current request's events belong to. The API layer sets it around `router.events(...)`
-# so the engine can attach an upstream handle to the caller's job without the router knowing.
-CURRENT_JOB: ContextVar[Job | None] = ContextVar("image_gateway_current_job", default=None)
 
 KEY_REQUIRED_MESSAGE = (
     "The gateway restarted while this task was running. It was started with your own provider key, "
@@ -220,15 +215,3 @@ class Job:
         job.request, job.submit = rec.request, rec.submit
         return job
 
-
-def task_object(rec: TaskRecord, requires_key: bool = False) -> dict[str, Any]:
-    """The public task shape (documented extension): {id, object, model, status, progress, created, ...}."""
-    obj: dict[str, Any] = {
-        "id": rec.id, "object": "image.task", "model": rec.model, "status": rec.status, "progress": rec.progress,
-        "created": int(rec.created), "result": rec.result, "error": rec.error,
-    }
-    if requires_key:
-        obj["requires_key"] = True
-        obj["error"] = {"message": KEY_REQUIRED_MESSAGE.replace("{id}", rec.id), "type": "invalid_request_error",
-                        "param": None, "code": "provider_key_required"}
-    return obj

@@ -12,11 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..schemas.responses import encode
-from .jobs import Job, task_object
+from .jobs import Job
 from .store import TaskRecord, TaskStore
 from .webhooks import WebhookSender
 
@@ -24,9 +23,11 @@ log = logging.getLogger("image_gateway.engine")
 
 
 class Ledger:
-    def __init__(self, store: TaskStore, webhooks: WebhookSender | None, ttl_s: float) -> None:
+    def __init__(self, store: TaskStore, webhooks: WebhookSender | None, ttl_s: float,
+                 body: Callable[[TaskRecord], bytes] | None = None) -> None:
         self.store = store
         self.webhooks = webhooks
+        self.body = body  # a webhook's body (the public task object), rendered by the API layer
         self.ttl_s = ttl_s
         self.dirty: set[Job] = set()
         self._queue: list[tuple[list[TaskRecord], asyncio.Future[None]]] = []
@@ -73,7 +74,7 @@ class Ledger:
     async def finished(self, job: Job) -> None:
         """A task ended: its final record, then its webhook."""
         self.dirty.discard(job)
-        if job.webhook_url and self.webhooks is not None:
+        if job.webhook_url and self.webhooks is not None and self.body is not None:
             job.webhook_status = "pending"
         rec = job.record()
         await self.write([rec])  # queued at once: a caller that goes away does not lose the record
@@ -81,9 +82,9 @@ class Ledger:
             self.spawn(self.deliver(rec))
 
     async def deliver(self, rec: TaskRecord) -> None:
-        if self.webhooks is None or not rec.webhook_url:
+        if self.webhooks is None or self.body is None or not rec.webhook_url:
             return
-        ok = await self.webhooks.deliver(rec.webhook_url, encode(task_object(rec)), rec.id, f"image.task.{rec.status}")
+        ok = await self.webhooks.deliver(rec.webhook_url, self.body(rec), rec.id, f"image.task.{rec.status}")
         rec.webhook_status = "delivered" if ok else "failed"
         await self.write([rec])
 

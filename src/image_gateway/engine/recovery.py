@@ -20,13 +20,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..errors import AuthError, GatewayError, UpstreamTimeout
+from .host import TaskHost
+from .inputs import InputStore
 from .jobs import Job
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .ledger import Ledger
+from .store import TaskStore
 
 log = logging.getLogger("image_gateway.engine")
 
@@ -44,82 +46,93 @@ def _restarted() -> GatewayError:
                         code="gateway_restarted", retryable=True)
 
 
-async def recover(engine: Engine) -> None:
-    lost: list[Job] = []
-    queued: list[Job] = []
-    resumed = waiting = 0
-    now = time.time()
-    for rec in sorted(await engine.store.unfinished(), key=lambda r: r.created):
-        job = Job.from_record(rec)
-        if rec.handle is None:
-            if rec.submit != "waiting" or rec.request is None or engine.submitter is None:
-                job.fail(_outcome_unknown() if rec.submit == "submitting" else _restarted())
-                lost.append(job)
-            elif job.deadline_at is not None and now > job.deadline_at:
-                job.fail(UpstreamTimeout("The task passed its deadline before the gateway could submit it."))
-                lost.append(job)
-            else:
-                engine.jobs[job.id] = job
-                if rec.key_source == "request":
-                    job.requires_key = True
-                    waiting += 1
+Fail = Callable[[Job, GatewayError], Coroutine[Any, Any, None]]
+
+
+class Recovery:
+    """The engine's collaborator for tasks that outlive a process: given the engine's store, live
+    jobs, ledger and input store, how to fail a job and how to poll one (it never sees the Engine)."""
+
+    def __init__(self, store: TaskStore, jobs: dict[str, Job], ledger: Ledger, inputs: Callable[[], InputStore],
+                 host: TaskHost | None, fail: Fail, watch: Callable[[Job], None]) -> None:
+        self.store, self.jobs, self.ledger, self.inputs, self.host = store, jobs, ledger, inputs, host
+        self.fail, self.watch = fail, watch
+
+    async def recover(self) -> None:
+        lost: list[Job] = []
+        queued: list[Job] = []
+        resumed = waiting = 0
+        now = time.time()
+        host = self.host
+        for rec in sorted(await self.store.unfinished(), key=lambda r: r.created):
+            job = Job.from_record(rec)
+            if rec.handle is None:
+                if rec.submit != "waiting" or rec.request is None or host is None:
+                    job.fail(_outcome_unknown() if rec.submit == "submitting" else _restarted())
+                    lost.append(job)
+                elif job.deadline_at is not None and now > job.deadline_at:
+                    job.fail(UpstreamTimeout("The task passed its deadline before the gateway could submit it."))
+                    lost.append(job)
                 else:
-                    queued.append(job)
-            continue
-        engine.jobs[job.id] = job
-        how = reattach(engine, job, None) if rec.key_source == "configured" else "key"
-        if how == "polling":
-            resumed += 1
-        elif how == "key":
-            job.requires_key = True
-            waiting += 1
-    for job in lost:
-        await engine.ledger.finished(job)  # stored, and its webhook told
-    await engine.inputs.sweep({j.id for j in engine.jobs.values() if j.request is not None})
-    for job in queued:
-        assert engine.submitter is not None
-        engine.submitter(job, None)
-    if resumed or waiting or lost or queued:
-        log.info("tasks recovered", extra={"resumed": resumed, "submitted": len(queued), "waiting_for_key": waiting,
-                                           "lost": len(lost)})
+                    self.jobs[job.id] = job
+                    if rec.key_source == "request":
+                        job.requires_key = True
+                        waiting += 1
+                    else:
+                        queued.append(job)
+                continue
+            self.jobs[job.id] = job
+            how = self.reattach(job, None) if rec.key_source == "configured" else "key"
+            if how == "polling":
+                resumed += 1
+            elif how == "key":
+                job.requires_key = True
+                waiting += 1
+        for job in lost:
+            await self.ledger.finished(job)  # stored, and its webhook told
+        await self.inputs().sweep({j.id for j in self.jobs.values() if j.request is not None})
+        for job in queued:
+            assert host is not None
+            host.submit(job, None)
+        if resumed or waiting or lost or queued:
+            log.info("tasks recovered", extra={"resumed": resumed, "submitted": len(queued),
+                                               "waiting_for_key": waiting, "lost": len(lost)})
 
-
-def resume(engine: Engine, job: Job, key: str | None, keys: object) -> bool:
-    """A task waiting for its caller's key gets it (the API layer checked it is the task's owner and the
-    key the task started with). Never sent upstream: it is submitted now, with `keys` (the caller's key
-    source); else its polling resumes."""
-    if not job.requires_key or job.terminal or not key:
-        return False
-    if job.handle is None:
-        if job.submit != "waiting" or engine.submitter is None:
+    def resume(self, job: Job, key: str | None, keys: object) -> bool:
+        """A task waiting for its caller's key gets it (the API layer checked it is the task's owner and
+        the key the task started with). Never sent upstream: it is submitted now, with `keys` (the
+        caller's key source); else its polling resumes."""
+        if not job.requires_key or job.terminal or not key:
             return False
-        job.requires_key = False
-        engine.submitter(job, keys)
-        return True
-    return reattach(engine, job, key) == "polling"
+        if job.handle is None:
+            if job.submit != "waiting" or self.host is None:
+                return False
+            job.requires_key = False
+            self.host.submit(job, keys)
+            return True
+        return self.reattach(job, key) == "polling"
 
+    def reattach(self, job: Job, key: str | None) -> str:
+        """Poll a stored task again: "polling", "key" (its key is needed first) or "failed"."""
+        if self.host is None or job.handle is None:
+            return "key"
+        try:
+            provider, ctx = self.host.resolve(job.record(), key)
+        except AuthError:
+            return "key"
+        except GatewayError as e:  # e.g. its route is gone from the config
+            self.ledger.spawn(self.fail(job, e))
+            return "failed"
+        if job.deadline_at is not None:
+            loop = asyncio.get_running_loop()
+            ctx = dataclasses.replace(ctx, deadline=loop.time() + (job.deadline_at - time.time()))
+        job.attach(provider, ctx, job.handle)
+        job.resumed = True
+        self.watch(job)
+        return "polling"
 
-def reattach(engine: Engine, job: Job, key: str | None) -> str:
-    """Poll a stored task again: "polling", "key" (its key is needed first) or "failed"."""
-    if engine.resolver is None or job.handle is None:
-        return "key"
-    try:
-        provider, ctx = engine.resolver(job.record(), key)
-    except AuthError:
-        return "key"
-    except GatewayError as e:  # e.g. its route is gone from the config
-        engine.spawn(engine.fail(job, e))
-        return "failed"
-    if job.deadline_at is not None:
-        loop = asyncio.get_running_loop()
-        ctx = dataclasses.replace(ctx, deadline=loop.time() + (job.deadline_at - time.time()))
-    job.attach(provider, ctx, job.handle)
-    job.resumed = True
-    engine.watch(job)
-    return "polling"
-
-
-def check_dormant(engine: Engine, job: Job) -> None:
-    """A task waiting for its key past its deadline ends as a timeout."""
-    if job.requires_key and job.deadline_at is not None and time.time() > job.deadline_at:
-        engine.spawn(engine.fail(job, UpstreamTimeout("The task passed its deadline while waiting for its key.")))
+    def check_dormant(self, job: Job) -> None:
+        """A task waiting for its key past its deadline ends as a timeout."""
+        if job.requires_key and job.deadline_at is not None and time.time() > job.deadline_at:
+            err = UpstreamTimeout("The task passed its deadline while waiting for its key.")
+            self.ledger.spawn(self.fail(job, err))

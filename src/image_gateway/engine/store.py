@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-TaskStatus = Literal["queued", "in_progress", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 KeySourceName = Literal["configured", "request"]
 # webhook_status: None (no webhook), "pending" (to deliver), "delivered", "failed" (gave up)

@@ -21,7 +21,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -203,9 +202,6 @@ class EgressPolicy:
 
 
 STRICT = EgressPolicy()
-# The policy that admitted this request's caller URLs (set by the API boundary; tasks the request
-# starts inherit it), for adapters that fetch those URLs themselves. Unset means no allowlist.
-REQUEST_POLICY: ContextVar[EgressPolicy] = ContextVar("egress_policy", default=STRICT)
 
 
 def parse_allowlist(raw: str | None) -> tuple[str, ...]:
@@ -230,7 +226,6 @@ async def check_param(policy: EgressPolicy, urls: Iterable[str], param: str) -> 
         await asyncio.gather(*(policy.check(u) for u in todo))
     except EgressRefused as e:
         raise refusal(param, e) from None
-    REQUEST_POLICY.set(policy)
 
 
 def refusal(param: str, e: EgressRefused) -> InvalidRequest:

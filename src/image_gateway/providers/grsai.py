@@ -1,4 +1,4 @@
-"""GrsAi (grsai.com): nano-banana family and sora-image / gpt-4o-image (protocols.md §3).
+"""GrsAi (grsai.com): nano-banana family and sora-image / gpt-4o-image (docs/protocols.md §3).
 
 Two modes, per provider or route (`mode` option):
 * "stream" (default): the submit answers with a stream of task snapshots; each one becomes a Progress

@@ -1,4 +1,4 @@
-"""GrsAi's wire format (protocols.md §3): request bodies, the snapshot stream, failures → our errors.
+"""GrsAi's wire format (docs/protocols.md §3): request bodies, the snapshot stream, failures → our errors.
 
 Kept apart from the adapter (grsai.py) so the mapping rules can be read and tested on their own.
 """

@@ -1,4 +1,4 @@
-"""Midjourney through a midjourney-proxy (novicezk, trueai-org forks, new-api relays): protocols.md §2.
+"""Midjourney through a midjourney-proxy (novicezk, trueai-org forks, new-api relays): docs/protocols.md §2.
 
 Submit-then-poll: `stream()` (or `submit()`) submits `/mj/submit/imagine` (ceil(n/4) of them in parallel for n > 4)
 and hands the engine a Pending handle; `poll()` asks for every handle's tasks in one
@@ -36,7 +36,7 @@ from ..core.types import (
     Submitting,
 )
 from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..media.egress import REQUEST_POLICY
+from ..media.egress import STRICT
 from ..media.fetch import fetch_caller_image, fetch_image
 from ..media.grid import split_grid_async
 from . import mj_wire as wire
@@ -154,7 +154,7 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
 
     async def _body(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
         body: dict[str, Any] = {"prompt": wire.build_prompt(req, ctx.upstream_model)}
-        refs = await self._reference_images(req)
+        refs = await self._reference_images(req, ctx)
         if refs:
             body["base64Array"] = refs
         if ctx.request_id:
@@ -182,7 +182,7 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
         return Pending({"hid": hid, "tasks": ids, "n": req.n, "phase": "grid",
                         "upscale": self.route_options(ctx).upscale, "grids": grids})
 
-    async def _reference_images(self, req: ImageRequest) -> list[str]:
+    async def _reference_images(self, req: ImageRequest, ctx: CallContext) -> list[str]:
         """Edit inputs as data URLs (`base64Array`); the mask has no Midjourney equivalent and is ignored."""
         out = []
         for i, img in enumerate(req.images):
@@ -192,7 +192,7 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
                 out.append(img.url)
             elif img.url:  # the caller's URL: under the egress policy that admitted it, not our upstream session
                 try:
-                    data = await fetch_caller_image(img.url, "images", REQUEST_POLICY.get(), DOWNLOAD_MAX, 60.0)
+                    data = await fetch_caller_image(img.url, "images", ctx.egress or STRICT, DOWNLOAD_MAX, 60.0)
                 except UpstreamError as e:  # the caller's URL failed, not the provider: a 400, not a 502
                     why = e.message.replace("the generated image", "it").replace("generated image", "the image")
                     raise InvalidRequest(f"Could not download reference image {i + 1}: {why}.", param="image",

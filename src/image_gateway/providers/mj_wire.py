@@ -1,4 +1,4 @@
-"""midjourney-proxy wire details (protocols.md §2): the prompt we send, submit codes, task fields.
+"""midjourney-proxy wire details (docs/protocols.md §2): the prompt we send, submit codes, task fields.
 
 Pure functions, no I/O, so each rule is testable on its own.
 """

@@ -27,7 +27,7 @@ from ..media.fetch import decode_data_url
 from .base import Capabilities, RouteSpec, StreamingProvider, SyncProvider
 from .http import HttpProvider, connection_error, error_from_openai_body
 
-# Documented parameters per endpoint (protocols.md §1.1-1.3); everything else stays with us.
+# Documented parameters per endpoint (docs/protocols.md §1.1-1.3); everything else stays with us.
 _COMMON = ("n", "size", "response_format", "user")
 _GENERATE = (*_COMMON, "quality", "style", "background", "moderation", "output_compression", "output_format",
              "partial_images", "stream")

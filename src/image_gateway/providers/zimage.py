@@ -1,4 +1,4 @@
-"""梦羽 AI Z-Image on sd.exacg.cc (protocols.md §4.3, §4.7): one POST, one JSON answer with an image URL.
+"""梦羽 AI Z-Image on sd.exacg.cc (docs/protocols.md §4.3, §4.7): one POST, one JSON answer with an image URL.
 
 Body: prompt, width, height, steps, cfg, model_index, seed, negative_prompt. The Images API's
 `size` becomes width/height (multiples of 8, clamped to 64-2048); `width`, `height`, `cfg`, `seed`,

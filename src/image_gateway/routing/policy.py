@@ -1,4 +1,4 @@
-"""What to do after a failed attempt, under design.md's rule that retries must not double-bill.
+"""What to do after a failed attempt, under docs/design.md's rule that retries must not double-bill.
 
 Free to go again where no image can exist: connection refused, 401/403, 429 or queue full before
 acceptance, 5xx answered at once, an upstream task that says FAILED (providers mark these

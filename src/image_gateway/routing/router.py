@@ -21,7 +21,9 @@ from .. import metrics
 from ..core.settings import Config, Route
 from ..core.types import CallContext, ImageRequest, ProviderEvent, ProviderResult
 from ..engine.engine import Engine
+from ..engine.jobs import Job
 from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub
+from ..media.egress import policy_for
 from ..providers.base import Provider
 from .deployments import Deployment, Pool, pick
 from .keys import KeySource
@@ -39,6 +41,7 @@ class Router:
         self.retired: list[Pool] = []  # older pools still draining (for the in-flight gauge)
         self._chains: dict[str, list[Route]] = {}
         self._options: dict[tuple[str, int], dict[str, Any]] = {}
+        self.egress = policy_for(cfg.private_url_allowlist)  # handed to adapters on every CallContext
 
     def resolve(self, model: str) -> Route:
         route = self.cfg.resolve(model)
@@ -76,12 +79,7 @@ class Router:
         options = self._options.get((route.name, id(dep)))
         if options is None:
             options = self._options[(route.name, id(dep))] = {**settings.options, **route.options}
-        return CallContext(route.upstream_model, key, options, request_id, deadline)
-
-    def context(self, route: Route, keys: KeySource, request_id: str) -> CallContext:
-        """A context on the route's first deployment (for callers that run a provider themselves)."""
-        deadline = asyncio.get_running_loop().time() + self.deadline_s(route)
-        return self._ctx(route, self.pool.deployments(route)[0], keys, request_id, deadline)
+        return CallContext(route.upstream_model, key, options, request_id, deadline, self.egress)
 
     def deadline_s(self, route: Route) -> float:
         return float(route.options.get("deadline_s", self.cfg.job_deadline_s))
@@ -147,9 +145,10 @@ class Router:
         return out
 
     async def result(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
-                     state: MutableMapping[str, Any] | None = None) -> ProviderResult:
+                     state: MutableMapping[str, Any] | None = None, job: Job | None = None) -> ProviderResult:
         """The request's result, for a caller that wants no events (not streamed): `events` as a plain
-        coroutine, two async-generator layers fewer on the hot path. Fills `state` like `events`."""
+        coroutine, two async-generator layers fewer on the hot path. Fills `state` like `events`;
+        `job` as for `events`."""
         state = state if state is not None else {}
         plan = self._plan(route, req, keys, request_id, state)
         self.pool.inflight += 1
@@ -159,7 +158,7 @@ class Router:
                     await asyncio.sleep(attempt.wait)
                 attempt.start(state)
                 try:
-                    result = await self.engine.result(attempt.provider, attempt.req, attempt.ctx)
+                    result = await self.engine.result(attempt.provider, attempt.req, attempt.ctx, job)
                 except GatewayError as e:
                     self._judge(attempt, e, keys, request_id, sent=False)
                     continue
@@ -172,9 +171,12 @@ class Router:
             self.pool.inflight -= 1
 
     async def events(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
-                     state: MutableMapping[str, Any] | None = None) -> AsyncIterator[ProviderEvent]:
+                     state: MutableMapping[str, Any] | None = None, job: Job | None = None,
+                     ) -> AsyncIterator[ProviderEvent]:
         """Every event of the request; the last is the ProviderResult. Fills `state` (the ASGI scope's
-        state: route, provider, deployment, attempts, upstream_ms) for the access log and headers."""
+        state: route, provider, deployment, attempts, upstream_ms) for the access log and headers.
+        `job`: the caller's (api/jobs.py), which an upstream handle attaches to; None makes one when
+        needed."""
         state = state if state is not None else {}
         plan = self._plan(route, req, keys, request_id, state)
         sent = False  # a streamed event reached the caller: no fallback from here on
@@ -185,7 +187,7 @@ class Router:
                     await asyncio.sleep(attempt.wait)
                 attempt.start(state)
                 try:
-                    async for ev in self.engine.events(attempt.provider, attempt.req, attempt.ctx):
+                    async for ev in self.engine.events(attempt.provider, attempt.req, attempt.ctx, job):
                         if isinstance(ev, ProviderResult):
                             attempt.ok(state)
                         elif req.stream:

@@ -1,4 +1,4 @@
-"""Request shape of /v1/chat/completions as chat clients send it (protocols.md §1.8), lenient on purpose.
+"""Request shape of /v1/chat/completions as chat clients send it (docs/protocols.md §1.8), lenient on purpose.
 
 Only what the image gateway uses is typed; every other field (temperature, tools, max_tokens...)
 is ignored, as chat clients send plenty of them by default.

@@ -1,4 +1,4 @@
-"""Request shapes of the Images API, as the OpenAI SDK sends them (protocols.md §1.1-1.3)."""
+"""Request shapes of the Images API, as the OpenAI SDK sends them (docs/protocols.md §1.1-1.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Idempotency-Key: the same key and body within the TTL gets the same answer, never a second job.
 
+All of it is HTTP-level (a header in, an answer replayed byte for byte), so it lives with the API
+(api/idempotent.py is the request side); the app owns one store (app.py).
+
 A running request is found in memory (a later request with its key waits for it, then answers
 the same); a finished answer is kept in SQLite under DATA_DIR (`idempotency.sqlite3`) so a retry
 after a restart, or on another worker process sharing the directory, is answered from there.
