@@ -20,9 +20,10 @@ from image_gateway.routing.policy import Verdict, is_deployment_fault
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
 from tests.mj_util import client, done, mj_server, new_key, start_gateway, submit_async, wait_task
-from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, metric, post, wait_until
+from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 # The settings of the issue (and the defaults): three failures open the breaker for a minute.
 ISSUE_ROUTER = "router: {retries: 2, cooldown_failures: 3, cooldown_s: 60}\n"
@@ -41,23 +42,27 @@ routes:
 def _breaker(gw: GatewayProcess, route: str) -> dict[str, object]:
     r = httpx.get(gw.url + "/admin/deployments", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200, r.text
-    return r.json()["routes"][route][0]  # type: ignore[no-any-return]
+    breaker: dict[str, object] = r.json()["routes"][route][0]
+    return breaker
 
 
 def _until_served(send: Callable[[], httpx.Response], within_s: float, check_busy: Callable[[httpx.Response], None],
                   served: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
                   ) -> tuple[httpx.Response, list[httpx.Response]]:
     """Send until `served` (polling, with a deadline); every other answer must pass `check_busy`."""
-    deadline = time.monotonic() + within_s
     busy: list[httpx.Response] = []
-    while True:
+
+    def answered() -> httpx.Response | None:
         r = send()
         if served(r):
-            return r, busy
+            return r
         check_busy(r)
         busy.append(r)
-        assert time.monotonic() < deadline, f"not served within {within_s} s: {r.status_code} {r.text}"
-        time.sleep(0.05)
+        return None
+
+    r = wait_until(answered, within_s, interval=0.05, what="the request to be served")
+    assert r is not None
+    return r, busy
 
 
 def _upstream_429(max_retry_after: int) -> Callable[[httpx.Response], None]:

@@ -13,8 +13,8 @@ import pytest
 
 from image_gateway.errors import GatewayError, scrub
 from tests.conftest import GatewayFactory
-from tests.routing_util import wait_until
 from tests.upstreams.base import FakeServer, Fault
+from tests.waits import wait_until
 
 CONFIGURED = "sk-configured-echo-aaaa11112222"
 OWN = "caller0own0key0without0a0prefix9876"  # not key-shaped: only scrubbing by value catches it

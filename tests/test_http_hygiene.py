@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
+from tests.waits import wait_until
 
 
 @pytest.fixture
@@ -120,15 +123,13 @@ def test_one_json_access_log_line_per_request(gw: GatewayProcess) -> None:
         httpx.get(gw.url + "/health", headers={"X-Request-ID": f"log-test-{i}"})
     httpx.post(gw.base_url + "/images/generations", json={"model": "demo", "prompt": "x", "size": "16x16"},
                headers={"X-Request-ID": "log-test-gen"})
-    import time
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        access = [ln for ln in gw.log_lines() if ln.get("logger") == "image_gateway.access"
-                  and str(ln.get("request_id", "")).startswith("log-test")]
-        if len(access) == 4:
-            break
-        time.sleep(0.05)
+    def access_lines() -> list[dict[str, Any]]:  # written off the loop: they land just after the answers
+        return [ln for ln in gw.log_lines() if ln.get("logger") == "image_gateway.access"
+                and str(ln.get("request_id", "")).startswith("log-test")]
+
+    wait_until(lambda: len(access_lines()) == 4, what="four access log lines")
+    access = access_lines()
     assert sorted(a["request_id"] for a in access) == ["log-test-0", "log-test-1", "log-test-2", "log-test-gen"]
     gen = next(a for a in access if a["request_id"] == "log-test-gen")
     assert gen["status"] == 200 and gen["route"] == "demo" and gen["provider"] == "demo" and gen["ms"] >= 0

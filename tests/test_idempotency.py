@@ -9,9 +9,10 @@ import httpx
 import openai
 
 from tests.conftest import GatewayFactory
-from tests.routing_util import UPSTREAM_KEY, log_events, metric, post, wait_until
+from tests.routing_util import UPSTREAM_KEY, log_events, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 GW_KEY = "gw-idem-gateway-key-0123456789"
 NO_RETRY = "router: {retries: 0}\n"

@@ -20,6 +20,7 @@ from image_gateway.errors import GatewayError
 from image_gateway.media.grid import split_grid
 from image_gateway.providers import mj_wire as wire
 from image_gateway.providers.limits import AccountLimiter, QueueFull
+from tests.waits import await_until
 
 
 def req(prompt: str, **kw: object) -> ImageRequest:
@@ -115,7 +116,7 @@ async def test_limiter_queues_fifo_then_refuses() -> None:
         order.append(name)
 
     a, b = asyncio.create_task(wait("a")), asyncio.create_task(wait("b"))
-    await asyncio.sleep(0)
+    await await_until(lambda: lim.waiting == 2, what="both in the queue")
     with pytest.raises(QueueFull) as ei:
         await lim.acquire()
     assert ei.value.status == 429 and ei.value.headers == {"Retry-After": "5"}

@@ -8,9 +8,10 @@ import signal
 import httpx
 
 from tests.conftest import GatewayFactory
-from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, log_events, post, wait_until, write_config
+from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, log_events, post, write_config
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
