@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import httpx2
 import openai
+from starlette.applications import Starlette
 
 from image_gateway.app import build_app
 from image_gateway.config import Config, load_config
@@ -126,6 +127,7 @@ class InProcessGateway:
 
     async def _start(self) -> None:
         starlette = self.app.starlette
+        assert isinstance(starlette, Starlette)
         await self._stack.enter_async_context(starlette.router.lifespan_context(starlette))
 
     def stop(self) -> None:

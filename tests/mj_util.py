@@ -33,7 +33,9 @@ def mj_server(**options: Any) -> Iterator[tuple[FakeServer, MJState]]:
     options.setdefault("step_s", STEP)
     srv = fake_mj.start(**options)
     try:
-        yield srv, srv.state  # type: ignore[misc]
+        state = srv.state
+        assert isinstance(state, MJState)
+        yield srv, state
     finally:
         srv.stop()
 

@@ -68,7 +68,7 @@ def test_key_echoed_in_every_field_is_redacted(gateway: GatewayFactory, openai_u
     r = httpx.post(gw.base_url + "/images/generations", json=body, headers={**headers, "Prefer": "respond-async"})
     assert r.status_code == 202, r.text
     url = f"{gw.base_url}/images/tasks/{r.json()['id']}"
-    wait_until(lambda: httpx.get(url, headers=headers).json()["status"] == "failed", 10, "the task to fail")
+    wait_until(lambda: httpx.get(url, headers=headers).json()["status"] == "failed", 10, what="the task to fail")
     task = httpx.get(url, headers=headers)
     gw.remember(r.text, task.text)
     _check(task.json()["error"], key)

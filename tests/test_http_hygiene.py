@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -59,7 +60,7 @@ def test_wrong_method_unknown_path_and_oversized(gw: GatewayProcess) -> None:
     big = b'{"model":"demo","prompt":"' + b"x" * 30000 + b'"}'
     _assert_openai_error(httpx.post(gw.base_url + "/images/generations", content=big), 413, "payload_too_large")
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for _ in range(40):
             yield b"x" * 1000
 

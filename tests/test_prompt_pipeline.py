@@ -35,7 +35,7 @@ _SETTINGS = SimpleNamespace(base_url="http://127.0.0.1:9", timeout_s=1.0, option
 ZIMAGE: Provider = ZImageProvider(_SETTINGS)
 GRSAI: Provider = GrsAiProvider(_SETTINGS)
 OPENAI: Provider = OpenAIProvider(_SETTINGS)
-DEMO: Provider = DemoProvider(_SETTINGS)
+DEMO = DemoProvider(_SETTINGS)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02,
+def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, *,
                what: str = "condition") -> T:
     """Call `predicate` until it returns something truthy, and return that; fail after `timeout`."""
     end = time.monotonic() + timeout
@@ -27,8 +27,14 @@ def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float
         time.sleep(interval)
 
 
-async def await_until(predicate: Callable[[], T | Awaitable[T]], limit_s: float = 5.0, interval: float = 0.01,
-                      what: str = "condition") -> T:
+@overload
+async def await_until(predicate: Callable[[], Awaitable[T]], limit_s: float = ..., interval: float = ..., *,
+                      what: str = ...) -> T: ...
+@overload
+async def await_until(predicate: Callable[[], T], limit_s: float = ..., interval: float = ..., *,
+                      what: str = ...) -> T: ...
+async def await_until(predicate: Callable[[], Any], limit_s: float = 5.0, interval: float = 0.01, *,
+                      what: str = "condition") -> Any:
     """`wait_until` for code on an event loop: the loop keeps running between checks; `predicate` may
     be a coroutine function. (`limit_s` is `timeout`: that name is for asyncio's own.)"""
     end = time.monotonic() + limit_s
@@ -37,13 +43,13 @@ async def await_until(predicate: Callable[[], T | Awaitable[T]], limit_s: float 
         if inspect.isawaitable(got):
             got = await got
         if got:
-            return cast(T, got)  # (an awaitable was awaited above)
+            return got
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {limit_s:g} s waiting for {what} (last: {got!r})")
         await asyncio.sleep(interval)
 
 
-def holds_for(predicate: Callable[[], object], duration: float, interval: float = 0.02,
+def holds_for(predicate: Callable[[], object], duration: float, interval: float = 0.02, *,
               what: str = "condition") -> None:
     """That something does NOT happen can only be watched for a while: check `predicate` over
     `duration` and fail the moment it is false. Use after a positive wait that proves the system has

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -180,9 +182,9 @@ class FakeServer:
             raise RuntimeError("fake upstream did not start")
         return self
 
-    def call(self, coro: Awaitable[Any]) -> Any:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop from the test thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def stop(self) -> None:
         if self._runner is not None:
