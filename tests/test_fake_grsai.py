@@ -78,7 +78,7 @@ async def poll_until_done(http: aiohttp.ClientSession, base: str, tid: str) -> d
         data: dict[str, Any] | None = res["data"] if done else None
         return data
 
-    data = await await_until(finished, 3, interval=STEP / 2, what="the task to finish")
+    data: dict[str, Any] | None = await await_until(finished, 3, interval=STEP / 2, what="the task to finish")
     assert data is not None
     return data
 

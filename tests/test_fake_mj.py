@@ -72,7 +72,7 @@ async def wait_terminal(http: aiohttp.ClientSession, base: str, tid: str, limit_
         task = await fetch(http, base, tid)
         return task if task["status"] in ("SUCCESS", "FAILURE", "CANCEL") else None
 
-    task = await await_until(terminal, limit_s, interval=STEP / 2, what=f"task {tid} to end")
+    task: dict[str, Any] | None = await await_until(terminal, limit_s, interval=STEP / 2, what=f"task {tid} to end")
     assert task is not None
     return task
 
@@ -116,7 +116,7 @@ async def test_lifecycle_and_grid_quadrants(mj: tuple[FakeServer, MJState], http
             preview_url = task["imageUrl"]
         return task if task["status"] == "SUCCESS" else None
 
-    task = await await_until(succeeded, 3, interval=STEP / 4, what="the task to succeed")
+    task: dict[str, Any] | None = await await_until(succeeded, 3, interval=STEP / 4, what="the task to succeed")
     assert task is not None
     assert [s for s, _ in seen][:2] == ["NOT_START", "SUBMITTED"]
     assert ("IN_PROGRESS", "10%") in seen and ("IN_PROGRESS", "68%") in seen

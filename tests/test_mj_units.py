@@ -44,7 +44,7 @@ def req(prompt: str, extra: dict[str, Any] | None = None, **kw: Any) -> ImageReq
     ("a cat", {"extra": {"aspect_ratio": "16:9"}}, "--v 7", "a cat --ar 16:9 --v 7"),
     ("  a\n cat  ", {"size": "640x480"}, "", "a cat --ar 4:3"),
 ])
-def test_build_prompt(prompt: str, kw: dict[str, object], version: str, expected: str) -> None:
+def test_build_prompt(prompt: str, kw: dict[str, Any], version: str, expected: str) -> None:
     assert wire.build_prompt(req(prompt, **kw), version) == expected
 
 
@@ -150,8 +150,8 @@ async def test_sqlite_store_round_trip(tmp_path: Path) -> None:
     assert [r.id for r in await store.undelivered()] == ["b"]
     running.status = "succeeded"
     await store.save([running])
-    done = await store.get("a")
-    assert done is not None and done.status == "succeeded"
+    saved = await store.get("a")
+    assert saved is not None and saved.status == "succeeded"
     assert await store.sweep(now - 50) == 1 and await store.get("b") is None
     await store.close()
     assert (tmp_path / "t.sqlite3-wal").exists() or (tmp_path / "t.sqlite3").exists()

@@ -52,7 +52,7 @@ def test_generate_forwards_every_documented_parameter(gw_openai: World) -> None:
     assert sent == {"model": "gpt-image-1", "prompt": "a sea otter", "n": 2, "size": "1024x1536",
                     "quality": "high", "background": "opaque", "moderation": "low", "output_format": "jpeg",
                     "output_compression": 80, "user": "u-42"}
-    assert len(res.data) == 2 and res.data[0].b64_json != res.data[1].b64_json
+    assert res.data and len(res.data) == 2 and res.data[0].b64_json != res.data[1].b64_json
     assert res.usage is not None and res.usage.total_tokens > 0
     assert res.output_format == "jpeg"
     assert Image.open(io.BytesIO(base64.b64decode(res.data[0].b64_json or ""))).format == "JPEG"
