@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 
 import httpx
@@ -141,13 +142,14 @@ routes:
 
     a.state.requests.clear()
     b.state.requests.clear()
-    a.state.delay_s = b.state.delay_s = 0.6
+    a.state.hold = b.state.hold = release = threading.Event()  # all four in flight together
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = []
         for _ in range(4):  # one at a time: each is in flight upstream before the next is routed
             futures.append(pool.submit(post, gw, {"model": "gpt-image-1", "prompt": "otter"}))
             wait_until(lambda: a.state.count("/images") + b.state.count("/images") == len(futures),
                        what="the request to reach an upstream")
+        release.set()
         results = [f.result() for f in futures]
     assert all(x.status_code == 200 for x in results)
     assert a.state.count("/images") == 2 and b.state.count("/images") == 2  # least-busy, not all on one

@@ -52,6 +52,8 @@ class FakeState:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.delay_s = 0.0
+        # While set and not yet released, requests wait in the fake (a test holds several in flight at once).
+        self.hold: threading.Event | None = None
         self.bad_keys: set[str] = {"sk-bad"}  # API keys a fake rejects with 401
         self.stream_gap_s = 0.05  # pause between streamed events, so relaying can be told from buffering
         self.lock = threading.Lock()
@@ -110,6 +112,8 @@ async def apply_fault(request: web.Request, state: FakeState) -> web.StreamRespo
     if fault is None:
         if state.delay_s:
             await asyncio.sleep(state.delay_s)
+        if state.hold is not None:  # (released from the test's thread: waited for off the loop)
+            await asyncio.to_thread(state.hold.wait, 30)
         return None
     if fault.delay_s:
         await asyncio.sleep(fault.delay_s)
