@@ -32,6 +32,7 @@ from image_gateway.app import build_app
 from image_gateway.config import Config, load_config
 
 T = TypeVar("T")
+HOST = "gateway.test"
 
 # Quiet defaults a test process wants: no file watcher thread, no GC retuning of the test process.
 _DEFAULT_ENV = {"CONFIG_WATCH": "0", "GC_GEN0_THRESHOLD": "0"}
@@ -64,6 +65,8 @@ class _Keep(logging.Handler):
 
 async def _send(asgi: httpx.ASGITransport, method: str, url: str, headers: list[tuple[bytes, bytes]],
                 body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    # Only the app's own address goes in: another host's URL (an upstream's) is not the app's to answer.
+    assert httpx.URL(url).host == HOST, f"{url} is not the in-process gateway ({InProcessGateway.url}); use httpx"
     r = await asgi.handle_async_request(httpx.Request(method, url, headers=headers, content=body))
     raw = b"".join([chunk async for chunk in r.aiter_raw()])
     return r.status_code, r.headers.raw, raw
@@ -99,7 +102,7 @@ class _Bridge2(httpx2.BaseTransport):
 class InProcessGateway:
     """`env` is the whole environment the config sees (nothing from os.environ or a .env file)."""
 
-    url = "http://gateway.test"
+    url = f"http://{HOST}"
     base_url = url + "/v1"
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None, config_yaml: str | None = None) -> None:

@@ -65,7 +65,7 @@ def test_dalle3_style_and_url_passthrough(gw_openai: World) -> None:
     sent = fake_openai.last_request(state).json
     assert sent["style"] == "natural" and sent["quality"] == "hd" and sent["response_format"] == "url"
     assert res.data and res.data[0].url and res.data[0].revised_prompt
-    assert gw.http.get(res.data[0].url).status_code == 200
+    assert httpx.get(res.data[0].url).status_code == 200  # the upstream's own URL
 
 
 def test_base64_upstream_hosted_as_url(gw_openai: World) -> None:
@@ -153,8 +153,8 @@ def test_edit_with_one_file_several_files_and_mask(gw_openai: World) -> None:
 def test_edit_json_form_with_image_urls(gw_openai: World) -> None:
     gw, client, state = gw_openai
     data_url = "data:image/png;base64," + base64.b64encode(_png_bytes()).decode()
-    r = httpx.post(gw.base_url + "/images/edits", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
-                   json={"model": "gpt-image-1", "prompt": "watercolor", "images": [{"image_url": data_url}]})
+    r = gw.http.post("/v1/images/edits", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                     json={"model": "gpt-image-1", "prompt": "watercolor", "images": [{"image_url": data_url}]})
     assert r.status_code == 200, r.text
     sent = fake_openai.last_request(state).json
     assert sent["images"] == [{"image_url": data_url}]
