@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from tests.gateway import GatewayProcess
+from tests.inprocess import InProcessGateway
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
 
 warnings.filterwarnings("ignore", message=".*AppKey.*")
 
 GatewayFactory = Callable[..., GatewayProcess]
+InProcessFactory = Callable[..., InProcessGateway]
 
 
 @pytest.fixture
@@ -32,6 +34,22 @@ def gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
     yield make
     for gw in started:
         gw.kill()
+
+
+@pytest.fixture
+def inprocess_gateway(tmp_path: Path) -> Iterator[InProcessFactory]:
+    """`inprocess_gateway(env={...}, config_yaml=...)`: the app in this process (tests/inprocess.py), for
+    request/response logic; all are stopped at the end."""
+    started: list[InProcessGateway] = []
+
+    def make(env: dict[str, str] | None = None, config_yaml: str | None = None) -> InProcessGateway:
+        gw = InProcessGateway(tmp_path / f"inproc{len(started)}", env, config_yaml)
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        gw.stop()
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.waits import wait_until
 
 
 def free_port() -> int:
@@ -80,20 +81,23 @@ class GatewayProcess:
             [sys.executable, "-m", "image_gateway", "serve", *self.args],
             cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+        proc = self.proc
+
+        def settled() -> str:  # "up", "port taken", or "" (not yet)
+            if proc.poll() is not None:
                 if "address already in use" in self.logs().lower():
-                    return False
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.logs()}")
+                    return "port taken"
+                raise RuntimeError(f"gateway exited with {proc.returncode}:\n{self.logs()}")
             try:
                 r = httpx.get(self.url + "/health", timeout=0.5)
-                if r.status_code == 200 and r.json().get("instance") == instance:
-                    return True
+                return "up" if r.status_code == 200 and r.json().get("instance") == instance else ""
             except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"gateway did not become healthy:\n{self.logs()}")
+                return ""
+
+        try:
+            return wait_until(settled, timeout, interval=0.05, what="the gateway to become healthy") == "up"
+        except AssertionError:
+            raise RuntimeError(f"gateway did not become healthy:\n{self.logs()}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -9,7 +9,6 @@ processes on a busy machine do not inflate), so a step that hangs is the one aft
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 from image_gateway.prompt.llm_json import parse_llm_json
 from image_gateway.prompt.ratio import parse_ratio, strip_no_enhance
-from tests import inproc
+from tests.inprocess import InProcessGateway
 
 N = 100_000
 # Caller text: runs of whitespace and digits, ratio-shaped junk, trigger words before long runs.
@@ -52,15 +51,15 @@ def report(what: str, fn: Callable[[str], Any], text: str) -> Any:
     return result
 
 
-async def chat(workdir: Path) -> None:
+def chat(workdir: Path) -> None:
     # The demo route takes long prompts here, so the chat pipeline (not the length limit) sees them.
     yaml = "routes:\n  - {name: demo, max_prompt_chars: 1000000}\n"
-    async with inproc.client(workdir, config_yaml=yaml) as c:
+    with InProcessGateway(workdir, config_yaml=yaml) as gw:
         for name, text in {"baseline": "", **TEXTS}.items():
             body = {"model": "demo", "size": "64x64",
                     "messages": [{"role": "user", "content": f"{text} a red fox, ratio 16:9"}]}
             wall, cpu = time.perf_counter(), time.process_time()
-            r = await c.post("/v1/chat/completions", json=body)
+            r = gw.http.post("/v1/chat/completions", json=body)
             assert r.status_code == 200, r.text[:300]
             print(json.dumps({"what": f"chat {name}", "wall": time.perf_counter() - wall,
                               "cpu": time.process_time() - cpu}), flush=True)
@@ -72,7 +71,7 @@ def main() -> None:
         report(f"strip_no_enhance {name}", strip_no_enhance, text)
     for name, text in REPLIES.items():
         report(f"parse_llm_json {name}", parse_llm_json, text)
-    asyncio.run(chat(Path(sys.argv[1])))
+    chat(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from tests.gateway import GatewayProcess
 from tests.upstreams import fake_mj
 from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_mj import MJState
+from tests.waits import wait_until
 
 STEP = 0.1  # fake task lifecycle step
 POLL = 0.1  # gateway poll interval
@@ -33,7 +33,9 @@ def mj_server(**options: Any) -> Iterator[tuple[FakeServer, MJState]]:
     options.setdefault("step_s", STEP)
     srv = fake_mj.start(**options)
     try:
-        yield srv, srv.state  # type: ignore[misc]
+        state = srv.state
+        assert isinstance(state, MJState)
+        yield srv, state
     finally:
         srv.stop()
 
@@ -93,17 +95,16 @@ def imagine_ids(state: MJState) -> list[str]:
 
 def wait_task(gw: GatewayProcess, task_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 15,
               headers: dict[str, str] | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def there() -> dict[str, Any] | None:
         r = httpx.get(f"{gw.base_url}/images/tasks/{task_id}", headers=headers or {}, timeout=10)
         assert r.status_code == 200, r.text
         gw.remember(r.text)
-        last = r.json()
-        if until(last):
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} never got there: {last}")
+        task: dict[str, Any] = r.json()
+        return task if until(task) else None
+
+    task = wait_until(there, timeout, interval=0.05, what=f"task {task_id}")
+    assert task is not None
+    return task
 
 
 def done(task: dict[str, Any]) -> bool:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.gateway import GatewayProcess
+from tests.waits import wait_until
 
 UPSTREAM_KEY = "sk-upstream-routing-key-0123456789"
 ADMIN_KEY = "gw-admin-routing-key-0123456789"
@@ -45,21 +44,12 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def log_events(gw: GatewayProcess, msg: str, wait_s: float = 3.0, **match: Any) -> list[dict[str, Any]]:
     """Log lines with this message (and these fields); waits up to `wait_s` for at least one, since
     lines are written off the event loop and may land just after the response."""
     def found() -> list[dict[str, Any]]:
         return [x for x in gw.log_lines() if x.get("msg") == msg and all(x.get(k) == v for k, v in match.items())]
-    end = time.monotonic() + wait_s
-    while not (lines := found()) and time.monotonic() < end:
-        time.sleep(0.05)
-    return lines
+    try:
+        return wait_until(found, wait_s, what=f"log line {msg!r}")
+    except AssertionError:
+        return []

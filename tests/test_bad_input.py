@@ -44,7 +44,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstreams: dict[str, FakeServer
     g = InProcessGateway(tmp_path_factory.mktemp("bad-input"), env, CONFIG).start()
     yield g
     g.stop()
-    g.assert_secret_absent(SECRETS)
+    g.assert_secret_absent(*SECRETS)
 
 
 def upstream_calls(upstreams: dict[str, FakeServer]) -> int:
@@ -140,7 +140,7 @@ def test_a_non_ascii_gateway_key_sent_as_utf8_is_accepted(tmp_path: Path) -> Non
             assert r.status_code == status, r.text
     finally:
         gw.stop()
-    gw.assert_secret_absent([GW_KEY, UTF8_KEY])
+    gw.assert_secret_absent(GW_KEY, UTF8_KEY)
 
 
 # -- "²" and friends as integers: str.isdigit() is true, int() raises -----------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionContentPartParam
 
 from tests.gateway import GatewayProcess
 from tests.upstreams import fake_grsai, fake_llm, fake_sd
@@ -258,7 +259,9 @@ def test_errors(plain: GatewayProcess, ups: dict[str, FakeServer]) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=gw.base_url, api_key="wrong", max_retries=0).chat.completions.create(
             model="Z-Image", messages=[{"role": "user", "content": "hi"}])
-    ups["sd"].state.mode = "fail"
+    sd = ups["sd"].state
+    assert isinstance(sd, SDState)
+    sd.mode = "fail"
     with pytest.raises(openai.InternalServerError) as e:
         c.chat.completions.create(model="Z-Image", messages=[{"role": "user", "content": "a cat"}])
     assert "积分不足" in e.value.message
@@ -272,8 +275,9 @@ def test_errors(plain: GatewayProcess, ups: dict[str, FakeServer]) -> None:
 def test_image_parts_become_references_on_edit_routes(plain: GatewayProcess, ups: dict[str, FakeServer]) -> None:
     gw = plain
     ref = "data:image/png;base64,iVBORw0KGgo="
-    parts = [{"type": "text", "text": "make it"}, {"type": "image_url", "image_url": {"url": ref}},
-             {"type": "text", "text": "blue"}]
+    parts: list[ChatCompletionContentPartParam] = [
+        {"type": "text", "text": "make it"}, {"type": "image_url", "image_url": {"url": ref}},
+        {"type": "text", "text": "blue"}]
     res = client(gw).chat.completions.create(model="nano-banana", messages=[{"role": "user", "content": parts}])
     (sub,) = [r.json for r in ups["grs"].state.requests if r.path == "/v1/draw/nano-banana"]
     assert sub["urls"] == [ref] and sub["prompt"] == "make it blue"

@@ -40,7 +40,7 @@ def _image(path: Path) -> Image.Image:
     return img
 
 
-def _png(path: Path, color: tuple[int, int, int]) -> Path:
+def _png(path: Path, color: tuple[int, ...]) -> Path:
     buf = io.BytesIO()
     Image.new("RGBA", (48, 48), color).save(buf, "PNG")
     path.write_bytes(buf.getvalue())

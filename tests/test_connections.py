@@ -10,8 +10,9 @@ import httpx
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
-from tests.routing_util import metric, wait_until
+from tests.routing_util import metric
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 GET_HEALTH = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
 

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import httpx
 
 from tests.conftest import GatewayFactory
+from tests.gateway import GatewayProcess
 from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, log_events, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 COOL = "router: {retries: 0, cooldown_failures: 2, cooldown_s: 1}\n"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # /ready lists providers for an operator key only
 
 
-def _state(gw, route: str) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+def _state(gw: GatewayProcess, route: str) -> list[dict[str, Any]]:
     r = httpx.get(gw.url + "/admin/deployments", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert r.status_code == 200, r.text
-    return r.json()["routes"][route]  # type: ignore[no-any-return]
+    deployments: list[dict[str, Any]] = r.json()["routes"][route]
+    return deployments
+
+
+def _half_open(gw: GatewayProcess, route: str) -> None:
+    """Wait out cooldown_s: the breaker lets one probe through once it has passed."""
+    wait_until(lambda: _state(gw, route)[0]["state"] == "half_open", timeout=10, interval=0.05,
+               what=f"{route} to go half-open")
 
 
 def test_cooldown_opens_after_n_failures_and_closes_after_a_good_probe(gateway: GatewayFactory,
@@ -30,6 +39,8 @@ routes:
   - name: gpt-image-1
     deployments: [{{name: main, base_url: "{a.url}/v1", api_key: "${{OPENAI_KEY_MAIN}}"}}]
 """
+    # The checks while open must fit in cooldown_s: 2 s leaves room for a loaded machine (waits are on state).
+    yaml = yaml.replace("cooldown_s: 1", "cooldown_s: 2")
     gw = gateway({"OPENAI_KEY_MAIN": UPSTREAM_KEY, "ADMIN_API_KEY": ADMIN_KEY}, config_yaml=yaml)
     assert "openai" in httpx.get(gw.url + "/ready", headers=ADMIN).json()["providers"]
     a.state.fail_next(fake_openai.server_error(), fake_openai.server_error())
@@ -41,7 +52,7 @@ routes:
     # Open: answered at once, the upstream is not contacted.
     r = post(gw, {"model": "gpt-image-1", "prompt": "x"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
-    assert 1 <= int(r.headers["retry-after"]) <= 2
+    assert 1 <= int(r.headers["retry-after"]) <= 3
     assert a.state.count("/images") == 2
     ready = httpx.get(gw.url + "/ready", headers=ADMIN).json()
     assert "openai" not in ready["providers"] and "demo" in ready["providers"]
@@ -50,7 +61,7 @@ routes:
     assert metric(m, "gateway_deployment_state", route="gpt-image-1", deployment="main") == 1
 
     # Half-open after cooldown_s: one probe goes through; it fails, so the breaker opens again.
-    time.sleep(1.1)
+    _half_open(gw, "gpt-image-1")
     a.state.fail_next(fake_openai.server_error())
     assert post(gw, {"model": "gpt-image-1", "prompt": "x"}).status_code == 500
     assert a.state.count("/images") == 3
@@ -58,8 +69,7 @@ routes:
     assert a.state.count("/images") == 3
 
     # Next probe succeeds: closed again, traffic flows.
-    time.sleep(1.1)
-    assert _state(gw, "gpt-image-1")[0]["state"] == "half_open"
+    _half_open(gw, "gpt-image-1")
     assert post(gw, {"model": "gpt-image-1", "prompt": "x"}).status_code == 200
     assert _state(gw, "gpt-image-1")[0]["state"] == "closed"
     assert post(gw, {"model": "gpt-image-1", "prompt": "x"}).status_code == 200

@@ -11,6 +11,7 @@ from image_gateway.engine.deadlines import Deadlines
 from tests.conftest import GatewayFactory
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import await_until
 
 
 async def _watched(d: Deadlines, seconds: float, deadline_in: float) -> str:
@@ -35,7 +36,7 @@ async def test_expired_call_is_cancelled_and_told_apart_from_a_caller_cancel() -
     assert await _watched(d, 0.05, 5) == "done"
     # Someone else's cancel stays a cancel.
     task = asyncio.create_task(_watched(d, 5, 5))
-    await asyncio.sleep(0.05)
+    await await_until(lambda: len(d._due) == 1, what="the call to be watched")
     task.cancel()
     try:
         await task
@@ -45,8 +46,7 @@ async def test_expired_call_is_cancelled_and_told_apart_from_a_caller_cancel() -
     # Many calls at once: only the late ones expire, and the sweeper stops when none are left.
     results = await asyncio.gather(*(_watched(d, 0.3 if i % 2 else 0.01, 0.15) for i in range(20)))
     assert results.count("deadline") == 10 and results.count("done") == 10
-    await asyncio.sleep(0.1)
-    assert d._sweeper is None
+    await await_until(lambda: d._sweeper is None, what="the sweeper to stop")
 
 
 def test_route_deadline_gives_504_for_a_sync_upstream(gateway: GatewayFactory, openai_upstream: FakeServer) -> None:

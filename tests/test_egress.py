@@ -7,12 +7,10 @@ against media/egress.py and media/fetch.py directly, on real sockets.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from image_gateway.app import build_app
 from image_gateway.config import ConfigError, load_config
 from image_gateway.engine.webhooks import WebhookSender
 from image_gateway.errors import InvalidRequest, UpstreamError
@@ -35,8 +32,10 @@ from image_gateway.media.egress import (
 )
 from image_gateway.media.fetch import fetch_caller_image, fetch_image
 from tests.conftest import GatewayFactory
+from tests.inprocess import InProcessGateway
 from tests.mj_util import imagine_ids, mj_server, new_key, start_gateway
 from tests.upstreams.base import FakeServer, FakeState, recording_middleware
+from tests.waits import wait_until
 
 # Every spelling the issue names, and their relatives: loopback, private, link-local, CGNAT, multicast,
 # reserved, unspecified, IPv4-mapped / 6to4 / NAT64 forms, legacy IPv4 spellings.
@@ -89,25 +88,13 @@ def localhost_is_only_loopback() -> bool:
     return all(i[4][0] in ("127.0.0.1", "::1") for i in socket.getaddrinfo("localhost", None))
 
 
-@contextlib.asynccontextmanager
-async def in_process(tmp_path: Path, **env: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, its engine started (the webhook path needs it)."""
-    cfg = load_config({"DATA_DIR": str(tmp_path / "data"), "CONFIG_WATCH": "false", **env}, env_file=None)
-    app = build_app(cfg)
-    rt = app.starlette.state.rt
-    rt.store.ensure()
-    await rt.engine.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw.test",
-                                     timeout=30) as c:
-            yield c
-    finally:
-        await rt.close()
+def in_process(tmp_path: Path, **env: str) -> InProcessGateway:
+    """The app in-process (`with in_process(...) as gw:`), the demo route and these settings."""
+    return InProcessGateway(tmp_path, env)
 
 
-async def post(c: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
-    # Its own task, as under a server: a request's context (its job, its egress policy) stays its own.
-    return await asyncio.create_task(c.post(path, json=body))
+def post(gw: InProcessGateway, path: str, body: dict[str, Any]) -> httpx.Response:
+    return gw.http.post(path, json=body)
 
 
 def refused(r: httpx.Response, param: str) -> None:
@@ -120,63 +107,61 @@ def refused(r: httpx.Response, param: str) -> None:
 # -- the API boundary ---------------------------------------------------------------------------
 
 
-async def test_webhook_url_to_an_internal_host_is_a_400_and_nothing_is_sent(tmp_path: Path,
+def test_webhook_url_to_an_internal_host_is_a_400_and_nothing_is_sent(tmp_path: Path,
                                                                             receiver: FakeServer) -> None:
-    async with in_process(tmp_path) as c:
+    with in_process(tmp_path) as gw:
         for url in [f"{receiver.url}/hook", localhost_url(receiver, "/hook"), *INTERNAL]:
-            r = await post(c, "/v1/images/generations",
-                           {"model": "demo", "prompt": "x", "async": True, "webhook_url": url})
+            r = post(gw, "/v1/images/generations",
+                     {"model": "demo", "prompt": "x", "async": True, "webhook_url": url})
             refused(r, "webhook_url")
-        r = await post(c, "/v1/images/generations", {"model": "demo", "prompt": "x", "webhook_url": "ftp://e.com/"})
+        r = post(gw, "/v1/images/generations", {"model": "demo", "prompt": "x", "webhook_url": "ftp://e.com/"})
         refused(r, "webhook_url")
     assert receiver.state.requests == []
 
 
 @pytest.mark.parametrize("url", INTERNAL)
-async def test_edit_image_url_and_mask_to_an_internal_host_are_400s(tmp_path: Path, url: str) -> None:
-    async with in_process(tmp_path) as c:
-        refused(await post(c, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [{"image_url": url}]}),
+def test_edit_image_url_and_mask_to_an_internal_host_are_400s(tmp_path: Path, url: str) -> None:
+    with in_process(tmp_path) as gw:
+        refused(post(gw, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [{"image_url": url}]}),
                 "images")
-        refused(await post(c, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [url]}), "images")
+        refused(post(gw, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [url]}), "images")
         data = "data:image/png;base64,iVBORw0KGgo="
-        refused(await post(c, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [{"image_url": data}],
-                                                   "mask": {"image_url": url}}), "mask")
+        refused(post(gw, "/v1/images/edits", {"model": "demo", "prompt": "x", "images": [{"image_url": data}],
+                                              "mask": {"image_url": url}}), "mask")
 
 
-async def test_chat_image_url_parts_to_an_internal_host_are_400s(tmp_path: Path) -> None:
-    async with in_process(tmp_path) as c:
+def test_chat_image_url_parts_to_an_internal_host_are_400s(tmp_path: Path) -> None:
+    with in_process(tmp_path) as gw:
         for url in INTERNAL:
             parts = [{"type": "text", "text": "like this"}, {"type": "image_url", "image_url": {"url": url}}]
-            r = await post(c, "/v1/chat/completions",
-                           {"model": "demo", "messages": [{"role": "user", "content": parts}]})
+            r = post(gw, "/v1/chat/completions",
+                     {"model": "demo", "messages": [{"role": "user", "content": parts}]})
             refused(r, "messages")
 
 
-async def test_allowlisted_webhook_receiver_is_delivered_to(tmp_path: Path, receiver: FakeServer) -> None:
-    async with in_process(tmp_path, PRIVATE_URL_ALLOWLIST="127.0.0.1, localhost, 10.0.0.0/8",
-                       WEBHOOK_BACKOFF_S="0.05") as c:
+def test_allowlisted_webhook_receiver_is_delivered_to(tmp_path: Path, receiver: FakeServer) -> None:
+    with in_process(tmp_path, PRIVATE_URL_ALLOWLIST="127.0.0.1, localhost, 10.0.0.0/8",
+                    WEBHOOK_BACKOFF_S="0.05") as gw:
         for url in (f"{receiver.url}/hook", localhost_url(receiver, "/hook")):
-            r = await post(c, "/v1/images/generations",
-                           {"model": "demo", "prompt": "x", "async": True, "webhook_url": url})
+            r = post(gw, "/v1/images/generations",
+                     {"model": "demo", "prompt": "x", "async": True, "webhook_url": url})
             assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 10
-        while len(receiver.state.requests) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)  # (the receiver runs in another thread: polled, as in test_tasks)
+        wait_until(lambda: len(receiver.state.requests) >= 2, timeout=10, what="both webhook deliveries")
         assert [q.path for q in receiver.state.requests] == ["/hook", "/hook"]
         assert {q.json["status"] for q in receiver.state.requests} == {"succeeded"}
         # The allowlist opens what it names, nothing else.
-        r = await post(c, "/v1/images/generations",
-                       {"model": "demo", "prompt": "x", "async": True, "webhook_url": "http://192.168.0.1/hook"})
+        r = post(gw, "/v1/images/generations",
+                 {"model": "demo", "prompt": "x", "async": True, "webhook_url": "http://192.168.0.1/hook"})
         refused(r, "webhook_url")
 
 
-async def test_allowlisted_image_host_is_accepted(tmp_path: Path) -> None:
-    async with in_process(tmp_path, PRIVATE_URL_ALLOWLIST="127.0.0.1") as c:
-        r = await post(c, "/v1/images/edits",
-                       {"model": "demo", "prompt": "x", "images": [{"image_url": "http://127.0.0.1:9/a.png"}]})
+def test_allowlisted_image_host_is_accepted(tmp_path: Path) -> None:
+    with in_process(tmp_path, PRIVATE_URL_ALLOWLIST="127.0.0.1") as gw:
+        r = post(gw, "/v1/images/edits",
+                 {"model": "demo", "prompt": "x", "images": [{"image_url": "http://127.0.0.1:9/a.png"}]})
         assert r.status_code == 200, r.text  # demo does not fetch it; the point is the boundary let it by
-        refused(await post(c, "/v1/images/edits",
-                           {"model": "demo", "prompt": "x", "images": ["http://127.0.0.2/a.png"]}), "images")
+        refused(post(gw, "/v1/images/edits",
+                     {"model": "demo", "prompt": "x", "images": ["http://127.0.0.2/a.png"]}), "images")
 
 
 # -- the policy ---------------------------------------------------------------------------------

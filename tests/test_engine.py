@@ -24,6 +24,7 @@ from image_gateway.engine.poller import PollSettings
 from image_gateway.engine.store import MemoryTaskStore
 from image_gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamTimeout
 from image_gateway.providers.base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
+from tests.waits import await_until
 
 INTERVAL = 0.02
 
@@ -88,7 +89,7 @@ def req(prompt: str) -> ImageRequest:
     return ImageRequest(operation="generate", prompt=prompt, model="m")
 
 
-async def collect(engine: Engine, p: Scripted, prompt: str, deadline_s: float = 10.0, job: Job | None = None,
+async def collect(engine: Engine, p: Scripted, prompt: str, deadline_s: float = 10.0, *, job: Job | None = None,
                   **options: Any) -> list[ProviderEvent]:
     return [ev async for ev in engine.events(p, req(prompt), ctx(deadline_s, **options), job)]
 
@@ -123,7 +124,7 @@ async def test_a_raising_batch_is_split_to_find_the_culprit() -> None:
 
 async def test_a_handle_that_keeps_raising_is_isolated_then_fails() -> None:
     engine, p = Engine(), Scripted()
-    opts = {"poll_error_limit": 4, "poll_max_interval_s": 0.05}
+    opts: dict[str, Any] = {"poll_error_limit": 4, "poll_max_interval_s": 0.05}
     results = await asyncio.gather(collect(engine, p, "ok-1:4", **opts), collect(engine, p, "raiser", **opts),
                                    collect(engine, p, "ok-2:4", **opts), return_exceptions=True)
     assert isinstance(results[1], UpstreamError) and "4 times in a row" in results[1].message
@@ -154,8 +155,7 @@ async def test_deadline_ends_the_job_with_504_and_cancels_upstream() -> None:
     with pytest.raises(UpstreamTimeout) as ei:
         await collect(engine, p, "hang", deadline_s=0.15)
     assert ei.value.status == 504 and ei.value.code == "timeout"
-    await asyncio.sleep(0.05)
-    assert p.cancelled == ["hang"]
+    await await_until(lambda: p.cancelled == ["hang"], what="the upstream cancel")
     await engine.close()
 
 
@@ -165,7 +165,8 @@ async def test_progress_is_published_once_per_change_and_the_job_is_stored() -> 
     job = Job("m", "route")
     evs = await collect(engine, p, "ok:3", job=job)
     assert [e.percent for e in evs if isinstance(e, Progress)] == [0, 30, 60, 90]
-    await asyncio.sleep(0.01)  # the caller hears first, the store is written right after
+    # The caller hears first, the store is written right after.
+    await await_until(lambda: store.rows[job.id].status == "succeeded", what="the stored job")
     assert job.status == "succeeded" and store.rows[job.id].status == "succeeded"
     assert store.rows[job.id].handle == {"id": "ok:3"} and store.rows[job.id].key_source == "configured"
     await engine.close()
@@ -180,10 +181,7 @@ async def test_a_detached_job_is_finished_by_the_poller() -> None:
     evs = await collect(engine, p, "ok:1", job=job)
     assert isinstance(evs[-1], Pending)  # handed over: the caller stops here
     assert engine.queue_depth == 1  # polled (the gateway_queue_depth gauge)
-    for _ in range(100):
-        if job.terminal:
-            break
-        await asyncio.sleep(INTERVAL)
+    await await_until(lambda: job.terminal, what="the poller to finish the job")
     assert job.status == "succeeded" and store.rows[job.id].status == "succeeded"
     assert engine.queue_depth == 0
     await engine.close()

@@ -13,8 +13,8 @@ import pytest
 
 from image_gateway.errors import GatewayError, scrub
 from tests.conftest import GatewayFactory
-from tests.routing_util import wait_until
 from tests.upstreams.base import FakeServer, Fault
+from tests.waits import wait_until
 
 CONFIGURED = "sk-configured-echo-aaaa11112222"
 OWN = "caller0own0key0without0a0prefix9876"  # not key-shaped: only scrubbing by value catches it
@@ -68,7 +68,7 @@ def test_key_echoed_in_every_field_is_redacted(gateway: GatewayFactory, openai_u
     r = httpx.post(gw.base_url + "/images/generations", json=body, headers={**headers, "Prefer": "respond-async"})
     assert r.status_code == 202, r.text
     url = f"{gw.base_url}/images/tasks/{r.json()['id']}"
-    wait_until(lambda: httpx.get(url, headers=headers).json()["status"] == "failed", 10, "the task to fail")
+    wait_until(lambda: httpx.get(url, headers=headers).json()["status"] == "failed", 10, what="the task to fail")
     task = httpx.get(url, headers=headers)
     gw.remember(r.text, task.text)
     _check(task.json()["error"], key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image
 from tests.upstreams import fake_grsai
 from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_grsai import GrsAiState
+from tests.waits import await_until
 
 STEP = 0.03
 AUTH = {"Authorization": "Bearer sk-test"}
@@ -72,14 +72,15 @@ async def poll(http: aiohttp.ClientSession, base: str, tid: str) -> dict[str, An
 
 
 async def poll_until_done(http: aiohttp.ClientSession, base: str, tid: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+    async def finished() -> dict[str, Any] | None:
         res = await poll(http, base, tid)
-        if res["code"] == 0 and res["data"]["status"] != "running":
-            data: dict[str, Any] = res["data"]
-            return data
-        await asyncio.sleep(STEP / 2)
-    raise AssertionError("task did not finish")
+        done = res["code"] == 0 and res["data"]["status"] != "running"
+        data: dict[str, Any] | None = res["data"] if done else None
+        return data
+
+    data: dict[str, Any] | None = await await_until(finished, 3, interval=STEP / 2, what="the task to finish")
+    assert data is not None
+    return data
 
 
 async def get_png(http: aiohttp.ClientSession, url: str) -> Image.Image:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +16,7 @@ from PIL import Image
 from tests.upstreams import fake_mj
 from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_mj import MJState
+from tests.waits import await_until
 
 STEP = 0.04
 DATA_URL = "data:image/png;base64,iVBORw0KGgo="
@@ -68,13 +68,13 @@ async def imagine(http: aiohttp.ClientSession, base: str, prompt: str = "a cat",
 
 
 async def wait_terminal(http: aiohttp.ClientSession, base: str, tid: str, limit_s: float = 3) -> dict[str, Any]:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
+    async def terminal() -> dict[str, Any] | None:
         task = await fetch(http, base, tid)
-        if task["status"] in ("SUCCESS", "FAILURE", "CANCEL"):
-            return task
-        await asyncio.sleep(STEP / 2)
-    raise AssertionError(f"task {tid} not terminal: {task}")
+        return task if task["status"] in ("SUCCESS", "FAILURE", "CANCEL") else None
+
+    task: dict[str, Any] | None = await await_until(terminal, limit_s, interval=STEP / 2, what=f"task {tid} to end")
+    assert task is not None
+    return task
 
 
 async def get_image(http: aiohttp.ClientSession, url: str) -> Image.Image:
@@ -106,16 +106,18 @@ async def test_lifecycle_and_grid_quadrants(mj: tuple[FakeServer, MJState], http
     tid = await imagine(http, srv.url, state="req-42")
     seen: list[tuple[str, str]] = []
     preview_url = None
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+
+    async def succeeded() -> dict[str, Any] | None:  # every state on the way is recorded
+        nonlocal preview_url
         task = await fetch(http, srv.url, tid)
         if not seen or seen[-1] != (task["status"], task["progress"]):
             seen.append((task["status"], task["progress"]))
         if task["status"] == "IN_PROGRESS":
             preview_url = task["imageUrl"]
-        if task["status"] == "SUCCESS":
-            break
-        await asyncio.sleep(STEP / 4)
+        return task if task["status"] == "SUCCESS" else None
+
+    task: dict[str, Any] | None = await await_until(succeeded, 3, interval=STEP / 4, what="the task to succeed")
+    assert task is not None
     assert [s for s, _ in seen][:2] == ["NOT_START", "SUBMITTED"]
     assert ("IN_PROGRESS", "10%") in seen and ("IN_PROGRESS", "68%") in seen
     assert seen[-1] == ("SUCCESS", "100%")
@@ -217,7 +219,8 @@ async def test_failure_hang_cancel(mj: tuple[FakeServer, MJState], http: aiohttp
     state.hang = True
     hung = await imagine(http, srv.url, "slow")
     state.hang = False
-    await asyncio.sleep(STEP * 8)
+    # A task sent after it runs to the end meanwhile; the hung one stays where it stopped.
+    await wait_terminal(http, srv.url, await imagine(http, srv.url, "quick"))
     task = await fetch(http, srv.url, hung)
     assert task["status"] == "IN_PROGRESS" and task["progress"] == "68%"
 

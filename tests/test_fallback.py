@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 
 import httpx
@@ -12,6 +13,7 @@ from tests.gateway import free_port
 from tests.routing_util import UPSTREAM_KEY, log_events, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 FAST = "router: {retries: 0, backoff_s: 0.05, cooldown_failures: 0}\n"
 
@@ -140,12 +142,14 @@ routes:
 
     a.state.requests.clear()
     b.state.requests.clear()
-    a.state.delay_s = b.state.delay_s = 0.6
+    a.state.hold = b.state.hold = release = threading.Event()  # all four in flight together
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = []
-        for _ in range(4):
+        for _ in range(4):  # one at a time: each is in flight upstream before the next is routed
             futures.append(pool.submit(post, gw, {"model": "gpt-image-1", "prompt": "otter"}))
-            time.sleep(0.1)
+            wait_until(lambda: a.state.count("/images") + b.state.count("/images") == len(futures),
+                       what="the request to reach an upstream")
+        release.set()
         results = [f.result() for f in futures]
     assert all(x.status_code == 200 for x in results)
     assert a.state.count("/images") == 2 and b.state.count("/images") == 2  # least-busy, not all on one

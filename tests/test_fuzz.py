@@ -245,7 +245,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory, upstreams: dict[str, str]
     for gw in gws.values():
         gw.stop()
     for gw in gws.values():
-        gw.assert_secret_absent(SECRETS)
+        gw.assert_secret_absent(*SECRETS)
 
 
 def check(r: httpx.Response, what: str) -> None:

@@ -6,7 +6,6 @@ edits as `urls`, size → aspectRatio/imageSize, and re-hosting of the 2-hour re
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -28,6 +27,7 @@ from tests.gateway import GatewayProcess
 from tests.upstreams import fake_grsai
 from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_grsai import GrsAiState
+from tests.waits import await_until
 
 GRS_KEY = "sk-grs-SECRET-0a1b2c3d4e5f6789"
 STEP = 0.04
@@ -177,12 +177,12 @@ async def test_poll_contract_in_process(grs: FakeServer) -> None:
             assert isinstance(events[-1], Pending)
             handles.append(json.loads(json.dumps(events[-1].handle)))
         handles[0]["done"] = [{"url": "https://example.com/earlier.png"}]
-        outcomes: list[Any] = []
-        for _ in range(100):
+        async def settled() -> list[Any] | None:
             outcomes = list(await p.poll(handles, ctx))
-            if isinstance(outcomes[0], ProviderResult):
-                break
-            await asyncio.sleep(STEP)
+            return outcomes if isinstance(outcomes[0], ProviderResult) else None
+
+        outcomes = await await_until(settled, 100 * STEP, interval=STEP, what="the first handle to finish")
+        assert outcomes is not None
         ok, bad = outcomes
         assert isinstance(ok, ProviderResult) and ok.images[0].url == "https://example.com/earlier.png"
         assert len(ok.images) == 2 and ok.meta["rehost"] is True

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import httpx
 import pytest
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
+from tests.waits import wait_until
 
 
 @pytest.fixture
@@ -56,7 +60,7 @@ def test_wrong_method_unknown_path_and_oversized(gw: GatewayProcess) -> None:
     big = b'{"model":"demo","prompt":"' + b"x" * 30000 + b'"}'
     _assert_openai_error(httpx.post(gw.base_url + "/images/generations", content=big), 413, "payload_too_large")
 
-    def chunks():  # type: ignore[no-untyped-def]
+    def chunks() -> Iterator[bytes]:
         for _ in range(40):
             yield b"x" * 1000
 
@@ -120,15 +124,13 @@ def test_one_json_access_log_line_per_request(gw: GatewayProcess) -> None:
         httpx.get(gw.url + "/health", headers={"X-Request-ID": f"log-test-{i}"})
     httpx.post(gw.base_url + "/images/generations", json={"model": "demo", "prompt": "x", "size": "16x16"},
                headers={"X-Request-ID": "log-test-gen"})
-    import time
 
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        access = [ln for ln in gw.log_lines() if ln.get("logger") == "image_gateway.access"
-                  and str(ln.get("request_id", "")).startswith("log-test")]
-        if len(access) == 4:
-            break
-        time.sleep(0.05)
+    def access_lines() -> list[dict[str, Any]]:  # written off the loop: they land just after the answers
+        return [ln for ln in gw.log_lines() if ln.get("logger") == "image_gateway.access"
+                and str(ln.get("request_id", "")).startswith("log-test")]
+
+    wait_until(lambda: len(access_lines()) == 4, what="four access log lines")
+    access = access_lines()
     assert sorted(a["request_id"] for a in access) == ["log-test-0", "log-test-1", "log-test-2", "log-test-gen"]
     gen = next(a for a in access if a["request_id"] == "log-test-gen")
     assert gen["status"] == 200 and gen["route"] == "demo" and gen["provider"] == "demo" and gen["ms"] >= 0

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import concurrent.futures
 import sqlite3
+from typing import Any
 
 import httpx
 import openai
 
 from tests.conftest import GatewayFactory
-from tests.routing_util import UPSTREAM_KEY, log_events, metric, post, wait_until
+from tests.gateway import GatewayProcess
+from tests.routing_util import UPSTREAM_KEY, log_events, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 GW_KEY = "gw-idem-gateway-key-0123456789"
 NO_RETRY = "router: {retries: 0}\n"
 
 
-def _gw(gateway: GatewayFactory, fake: FakeServer, **kw):  # type: ignore[no-untyped-def]
+def _gw(gateway: GatewayFactory, fake: FakeServer, **kw: Any) -> GatewayProcess:
     yaml = NO_RETRY + f"providers:\n  openai: {{base_url: \"{fake.url}/v1\"}}\n"
     return gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "GATEWAY_API_KEY": GW_KEY, **kw.pop("env", {})},
                    config_yaml=yaml, **kw)
 
 
-def _access(gw) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+def _access(gw: GatewayProcess) -> list[dict[str, Any]]:
     return [x for x in log_events(gw, "request") if x.get("path") == "/v1/images/generations"]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 
 from tests.conftest import GatewayFactory
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 KEY = "sk-store-test-key-000011112222"
 
@@ -19,10 +18,8 @@ def test_hosted_images_expire_and_are_swept(gateway: GatewayFactory) -> None:
                    json={"model": "demo", "prompt": "x", "size": "32x32", "response_format": "url"})
     url = r.json()["data"][0]["url"]
     assert httpx.get(url).status_code == 200
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline and any((gw.data_dir / "images").iterdir()):
-        time.sleep(0.2)
-    assert not any((gw.data_dir / "images").iterdir()), "expired file was not cleaned"
+    wait_until(lambda: not any((gw.data_dir / "images").iterdir()), timeout=8, interval=0.1,
+               what="the expired file to be swept")
     gone = httpx.get(url)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "image_not_found"
     assert httpx.get(gw.url + "/images/..%2Fgateway.log").status_code == 404

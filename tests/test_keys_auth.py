@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import httpx
 import openai
@@ -74,7 +75,7 @@ def test_upstream_echoing_the_key_is_scrubbed(gateway: GatewayFactory, openai_up
     gw.assert_secret_absent(CONFIGURED)
 
 
-def test_check_config_masks_keys_and_models_lists_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_check_config_masks_keys_and_models_lists_routes(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from tests.conftest import GatewayFactory
+from tests.gateway import GatewayProcess
 from tests.routing_util import UPSTREAM_KEY, log_events, metric, post
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
@@ -73,8 +74,8 @@ async def _concurrent_posts(url: str, total: int, at_once: int) -> None:
             await asyncio.gather(*(one() for _ in range(at_once)))
 
 
-def _gc_runs(gw: object, generation: str) -> float:
-    return metric(httpx.get(gw.url + "/metrics").text, "python_gc_collections_total",  # type: ignore[attr-defined]
+def _gc_runs(gw: GatewayProcess, generation: str) -> float:
+    return metric(httpx.get(gw.url + "/metrics").text, "python_gc_collections_total",
                   generation=generation)
 
 

@@ -1,19 +1,22 @@
-"""The OpenAI provider end to end: official SDK → real gateway process → fake OpenAI upstream."""
+"""The OpenAI provider end to end: official SDK → the gateway app (in-process; a real process where the
+socket matters: streaming as events arrive) → fake OpenAI upstream."""
 
 from __future__ import annotations
 
 import base64
 import io
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, InProcessFactory
+from tests.inprocess import InProcessGateway
 from tests.upstreams import fake_openai
-from tests.upstreams.base import FakeServer
+from tests.upstreams.base import FakeServer, FakeState, Fault
 
 UPSTREAM_KEY = "sk-upstream-1234567890abcdefWXYZ"
 GATEWAY_KEY = "gw-test-key-0987654321"
@@ -25,17 +28,19 @@ def _png_bytes(n: int = 32, color: tuple[int, int, int] = (10, 200, 30)) -> byte
     return buf.getvalue()
 
 
+World = tuple[InProcessGateway, openai.OpenAI, FakeState]
+
+
 @pytest.fixture
-def gw_openai(gateway: GatewayFactory, openai_upstream: FakeServer):  # type: ignore[no-untyped-def]
-    gw = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1",
+def gw_openai(inprocess_gateway: InProcessFactory, openai_upstream: FakeServer) -> Iterator[World]:
+    gw = inprocess_gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1",
                   "GATEWAY_API_KEYS": f"{GATEWAY_KEY},gw-other-key-12345"},
                  config_yaml="router: {retries: 0}\n")  # upstream errors pass through (retries: test_fallback.py)
-    client = openai.OpenAI(base_url=gw.base_url, api_key=GATEWAY_KEY, max_retries=0)
-    yield gw, client, openai_upstream.state
+    yield gw, gw.openai(GATEWAY_KEY), openai_upstream.state
     gw.assert_secret_absent(UPSTREAM_KEY, GATEWAY_KEY)
 
 
-def test_generate_forwards_every_documented_parameter(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_generate_forwards_every_documented_parameter(gw_openai: World) -> None:
     gw, client, state = gw_openai
     res = client.images.generate(
         model="gpt-image-1", prompt="a sea otter", n=2, size="1024x1536", quality="high", background="opaque",
@@ -47,23 +52,23 @@ def test_generate_forwards_every_documented_parameter(gw_openai) -> None:  # typ
     assert sent == {"model": "gpt-image-1", "prompt": "a sea otter", "n": 2, "size": "1024x1536",
                     "quality": "high", "background": "opaque", "moderation": "low", "output_format": "jpeg",
                     "output_compression": 80, "user": "u-42"}
-    assert len(res.data) == 2 and res.data[0].b64_json != res.data[1].b64_json
+    assert res.data and len(res.data) == 2 and res.data[0].b64_json != res.data[1].b64_json
     assert res.usage is not None and res.usage.total_tokens > 0
     assert res.output_format == "jpeg"
     assert Image.open(io.BytesIO(base64.b64decode(res.data[0].b64_json or ""))).format == "JPEG"
 
 
-def test_dalle3_style_and_url_passthrough(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_dalle3_style_and_url_passthrough(gw_openai: World) -> None:
     gw, client, state = gw_openai
     res = client.images.generate(model="dall-e-3", prompt="a castle", style="natural", quality="hd",
                                  response_format="url")
     sent = fake_openai.last_request(state).json
     assert sent["style"] == "natural" and sent["quality"] == "hd" and sent["response_format"] == "url"
     assert res.data and res.data[0].url and res.data[0].revised_prompt
-    assert httpx.get(res.data[0].url).status_code == 200
+    assert httpx.get(res.data[0].url).status_code == 200  # the upstream's own URL
 
 
-def test_base64_upstream_hosted_as_url(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_base64_upstream_hosted_as_url(gw_openai: World) -> None:
     gw, client, state = gw_openai
     res = client.images.generate(model="gpt-image-1", prompt="otter", response_format="url", size="1024x1024")
     # GPT-image models reject response_format upstream: the gateway must not forward it...
@@ -71,21 +76,21 @@ def test_base64_upstream_hosted_as_url(gw_openai) -> None:  # type: ignore[no-un
     # ...and hosts the base64 answer itself, at an absolute URL it serves.
     url = res.data[0].url if res.data else None
     assert url and url.startswith(gw.url + "/images/")
-    got = httpx.get(url)
+    got = gw.http.get(url)
     assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((gw.data_dir / "images").iterdir())) == 1
 
 
-def test_public_base_url_is_used_for_hosted_images(gateway: GatewayFactory, openai_upstream: FakeServer) -> None:
-    gw = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1",
+def test_public_base_url_is_used_for_hosted_images(inprocess_gateway: InProcessFactory,
+                                                   openai_upstream: FakeServer) -> None:
+    gw = inprocess_gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1",
                   "PUBLIC_BASE_URL": "https://img.example.test/gw/"})
-    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
-    res = client.images.generate(model="gpt-image-1", prompt="otter", response_format="url")
+    res = gw.openai().images.generate(model="gpt-image-1", prompt="otter", response_format="url")
     assert res.data and res.data[0].url and res.data[0].url.startswith("https://img.example.test/gw/images/")
     gw.assert_secret_absent(UPSTREAM_KEY)
 
 
-def test_url_upstream_downloaded_for_b64_and_format_converted(gateway: GatewayFactory,
+def test_url_upstream_downloaded_for_b64_and_format_converted(inprocess_gateway: InProcessFactory,
                                                               openai_upstream: FakeServer) -> None:
     # A YAML route that lets the upstream answer with a URL (dall-e-2 default) while the caller wants base64.
     yaml = """
@@ -97,9 +102,10 @@ routes:
     defaults: {size: 256x256}
     aliases: [dalle-small]
 """
-    gw = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1"}, config_yaml=yaml)
-    client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
-    res = client.images.generate(model="dalle-small", prompt="fox", response_format="b64_json", output_format="webp")
+    gw = inprocess_gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1"},
+                           config_yaml=yaml)
+    res = gw.openai().images.generate(model="dalle-small", prompt="fox", response_format="b64_json",
+                                      output_format="webp")
     sent = fake_openai.last_request(openai_upstream.state).json
     assert sent["model"] == "dall-e-2" and sent["size"] == "256x256"
     assert "response_format" not in sent and "output_format" not in sent
@@ -110,8 +116,10 @@ routes:
     gw.assert_secret_absent(UPSTREAM_KEY)
 
 
-def test_stream_relays_events_as_they_arrive(gw_openai) -> None:  # type: ignore[no-untyped-def]
-    gw, client, state = gw_openai
+def test_stream_relays_events_as_they_arrive(gateway: GatewayFactory, openai_upstream: FakeServer) -> None:
+    # A real process: in-process responses are whole, and the point here is that they are not.
+    gw = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1"})
+    client, state = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0), openai_upstream.state
     state.stream_gap_s = 0.7
     arrivals: list[tuple[float, str]] = []
     stream = client.images.generate(model="gpt-image-1", prompt="otter", stream=True, partial_images=2)
@@ -125,7 +133,7 @@ def test_stream_relays_events_as_they_arrive(gw_openai) -> None:  # type: ignore
     assert arrivals[-1][0] - arrivals[0][0] > 0.7
 
 
-def test_edit_with_one_file_several_files_and_mask(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_edit_with_one_file_several_files_and_mask(gw_openai: World) -> None:
     gw, client, state = gw_openai
     a, b = _png_bytes(color=(255, 0, 0)), _png_bytes(color=(0, 0, 255))
     res = client.images.edit(model="gpt-image-1", image=("a.png", a, "image/png"), prompt="add a hat")
@@ -142,17 +150,17 @@ def test_edit_with_one_file_several_files_and_mask(gw_openai) -> None:  # type: 
     assert res.data and len(res.data) == 2
 
 
-def test_edit_json_form_with_image_urls(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_edit_json_form_with_image_urls(gw_openai: World) -> None:
     gw, client, state = gw_openai
     data_url = "data:image/png;base64," + base64.b64encode(_png_bytes()).decode()
-    r = httpx.post(gw.base_url + "/images/edits", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
-                   json={"model": "gpt-image-1", "prompt": "watercolor", "images": [{"image_url": data_url}]})
+    r = gw.http.post("/v1/images/edits", headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                     json={"model": "gpt-image-1", "prompt": "watercolor", "images": [{"image_url": data_url}]})
     assert r.status_code == 200, r.text
     sent = fake_openai.last_request(state).json
     assert sent["images"] == [{"image_url": data_url}]
 
 
-def test_variation(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_variation(gw_openai: World) -> None:
     gw, client, state = gw_openai
     import warnings
 
@@ -174,7 +182,8 @@ def test_variation(gw_openai) -> None:  # type: ignore[no-untyped-def]
         (fake_openai.invalid_key(), openai.AuthenticationError, 401, "invalid_api_key"),
     ],
 )
-def test_upstream_errors_keep_status_and_shape(gw_openai, fault, exc, status, code) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_errors_keep_status_and_shape(gw_openai: World, fault: Fault, exc: type[openai.APIStatusError],
+                                               status: int, code: str | None) -> None:
     gw, client, state = gw_openai
     state.fail_next(fault)
     with pytest.raises(exc) as info:
@@ -189,24 +198,26 @@ def test_upstream_errors_keep_status_and_shape(gw_openai, fault, exc, status, co
         assert err.response.headers["retry-after"] == "7"
 
 
-def test_upstream_timeout_and_unreachable(gateway: GatewayFactory, openai_upstream: FakeServer) -> None:
+def test_upstream_timeout_and_unreachable(inprocess_gateway: InProcessFactory, openai_upstream: FakeServer) -> None:
     yaml = "providers:\n  openai: {timeout_s: 0.5}\n"
-    gw = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1"}, config_yaml=yaml)
+    gw = inprocess_gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": openai_upstream.url + "/v1"},
+                           config_yaml=yaml)
     openai_upstream.state.fail_next(fake_openai.slow(3))
-    r = httpx.post(gw.base_url + "/images/generations", json={"model": "gpt-image-1", "prompt": "x"}, timeout=10)
+    r = gw.http.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
 
     from tests.gateway import free_port
 
-    dead = gateway({"OPENAI_API_KEY": UPSTREAM_KEY, "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
-    r2 = httpx.post(dead.base_url + "/images/generations", json={"model": "gpt-image-1", "prompt": "x"}, timeout=10)
+    dead = inprocess_gateway({"OPENAI_API_KEY": UPSTREAM_KEY,
+                              "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
+    r2 = dead.http.post("/v1/images/generations", json={"model": "gpt-image-1", "prompt": "x"})
     assert r2.status_code == 502 and r2.json()["error"]["code"] == "upstream_unreachable"
     for g in (gw, dead):
         g.remember(r.text, r2.text)
         g.assert_secret_absent(UPSTREAM_KEY)
 
 
-def test_edit_stream_uses_image_edit_events(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_edit_stream_uses_image_edit_events(gw_openai: World) -> None:
     gw, client, state = gw_openai
     stream = client.images.edit(model="gpt-image-1", image=("a.png", _png_bytes(), "image/png"), prompt="hat",
                                 stream=True, partial_images=1)
@@ -215,7 +226,7 @@ def test_edit_stream_uses_image_edit_events(gw_openai) -> None:  # type: ignore[
     assert fake_openai.last_request(state).form["stream"] == ["true"]
 
 
-def test_demo_stream_for_a_provider_without_native_stream(gw_openai) -> None:  # type: ignore[no-untyped-def]
+def test_demo_stream_for_a_provider_without_native_stream(gw_openai: World) -> None:
     gw, client, state = gw_openai
     events = list(client.images.generate(model="demo", prompt="fox", size="64x64", n=2, stream=True))
     assert [e.type for e in events] == ["image_generation.completed"] * 2

@@ -56,13 +56,13 @@ def page(browser: Any, gw: GatewayProcess) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1200, "height": 900}, accept_downloads=True)
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
-    pg.requests = []  # type: ignore[attr-defined]
-    pg.console_errors = []  # type: ignore[attr-defined]
-    pg.on("request", lambda r: pg.requests.append(r))  # type: ignore[attr-defined]
-    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))  # type: ignore[attr-defined]
+    pg.requests = []
+    pg.console_errors = []
+    pg.on("request", lambda r: pg.requests.append(r))
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
     yield pg
     # The key went only to the gateway: every request the page made was to the gateway's origin.
-    for r in pg.requests:  # type: ignore[attr-defined]
+    for r in pg.requests:
         assert r.url.startswith(gw.url + "/") or r.url.startswith(("data:", "blob:")), r.url
     context.close()
 

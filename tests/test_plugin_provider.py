@@ -36,7 +36,7 @@ def test_example_provider_loads_from_outside_and_serves_an_image(gateway: Gatewa
     assert img.format == "PNG" and img.size == (256, 128)
     assert img.convert("RGB").getpixel((255, 127)) == (32, 32, 32)  # the option's default background
     lo, hi = img.convert("L").getextrema()
-    assert hi > lo  # the prompt is drawn on it
+    assert isinstance(lo, int) and isinstance(hi, int) and hi > lo  # the prompt is drawn on it
     # Its capabilities are enforced like a built-in's: max_n=4, no edits.
     with pytest.raises(openai.BadRequestError) as e:
         client.images.generate(model="echo", prompt="too many", n=5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import openai
@@ -36,7 +36,9 @@ _SETTINGS = SimpleNamespace(base_url="http://127.0.0.1:9", timeout_s=1.0, option
 ZIMAGE: Provider = ZImageProvider(_SETTINGS)
 GRSAI: Provider = GrsAiProvider(_SETTINGS)
 OPENAI: Provider = OpenAIProvider(_SETTINGS)
-DEMO: Provider = DemoProvider(_SETTINGS)
+# (a cast: src's DemoProvider.poll is declared to return Submitting, which Provider.poll does not take;
+# the provider contract is being redrawn in issue 13, item 3)
+DEMO = cast(Provider, DemoProvider(_SETTINGS))
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,11 @@ import signal
 import httpx
 
 from tests.conftest import GatewayFactory
-from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, log_events, post, wait_until, write_config
+from tests.gateway import GatewayProcess
+from tests.routing_util import ADMIN_KEY, UPSTREAM_KEY, log_events, post, write_config
 from tests.upstreams import fake_openai
 from tests.upstreams.base import FakeServer
+from tests.waits import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -26,7 +28,7 @@ routes:
 """
 
 
-def _served_by(gw) -> str:  # type: ignore[no-untyped-def]
+def _served_by(gw: GatewayProcess) -> str:
     r = post(gw, {"model": "img", "prompt": "x"})
     assert r.status_code == 200, r.text
     return r.headers["x-gateway-deployment"]

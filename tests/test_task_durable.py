@@ -21,8 +21,8 @@ from tests.mj_util import (
     submitted_prompts,
     wait_task,
 )
-from tests.routing_util import wait_until
 from tests.upstreams.base import Fault
+from tests.waits import wait_until
 
 
 def test_kill_9_with_tasks_queued_behind_the_account_limit_loses_none(gateway: GatewayFactory) -> None:

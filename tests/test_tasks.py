@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.mj_util import (
 )
 from tests.upstreams import fake_mj
 from tests.upstreams.base import FakeServer, FakeState, Fault, recording_middleware
+from tests.waits import holds_for, wait_until
 
 
 @pytest.fixture
@@ -64,14 +64,15 @@ def test_async_task_with_the_sdk_then_polled_to_its_result(gateway: GatewayFacto
         assert task["object"] == "image.task" and task["status"] == "queued" and task["model"] == "mj-v7"
         assert raw.headers["location"] == f"/v1/images/tasks/{task['id']}"
         seen: list[tuple[str, int]] = []
-        while True:
+
+        def finished() -> Any:  # every answer on the way is recorded
             t: Any = c.get(f"/images/tasks/{task['id']}", cast_to=object)
             gw.remember(json.dumps(t))
             if not seen or seen[-1] != (t["status"], t["progress"]):
                 seen.append((t["status"], t["progress"]))
-            if done(t):
-                break
-            time.sleep(0.03)
+            return t if done(t) else None
+
+        t = wait_until(finished, timeout=15, interval=0.03, what="the task to finish")
         assert t["status"] == "succeeded" and t["error"] is None, t
         assert any(s == "in_progress" and p in (10, 37, 68) for s, p in seen), seen
         assert [p for _, p in seen] == sorted(p for _, p in seen)  # progress never goes back
@@ -122,9 +123,7 @@ def test_webhook_is_signed_and_retried(gateway: GatewayFactory, hook: FakeServer
                                                          "PRIVATE_URL_ALLOWLIST": "127.0.0.1"})
         hook.state.fail_next(Fault(status=503, match="/hook"))
         task = submit_async(gw, {"model": "mj-v7", "prompt": "sunrise", "webhook_url": f"{hook.url}/hook"})
-        deadline = time.monotonic() + 15
-        while len(hook.state.requests) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(hook.state.requests) >= 2, timeout=15, what="the webhook and its retry")
         first, second = hook.state.requests[:2]
         assert first.raw == second.raw  # the same delivery, retried after the 503
         body = second.json
@@ -132,8 +131,8 @@ def test_webhook_is_signed_and_retried(gateway: GatewayFactory, hook: FakeServer
         expected = "sha256=" + hmac.new(secret.encode(), second.raw, hashlib.sha256).hexdigest()
         assert second.headers["x-gateway-signature"] == expected
         assert second.headers["x-gateway-event"] == "image.task.succeeded"
-        time.sleep(0.3)
-        assert len(hook.state.requests) == 2
+        # Delivered: no third delivery follows (watched over several back-offs).
+        holds_for(lambda: len(hook.state.requests) == 2, 0.5, what="no third delivery")
         gw.assert_secret_absent(secret)
 
 
@@ -204,9 +203,8 @@ def test_restart_asks_for_a_callers_own_key_again(gateway: GatewayFactory) -> No
         blocked = wait_task(gw, task["id"], lambda t: True, headers=me)
         assert blocked["status"] == "in_progress" and blocked["requires_key"] is True
         assert blocked["error"]["code"] == "provider_key_required"
-        polled = state.polled_ids
-        time.sleep(0.3)
-        assert state.polled_ids == polled  # nothing to poll with
+        polled = state.polled_ids  # nothing to poll with (watched over several poll intervals):
+        holds_for(lambda: state.polled_ids == polled, 0.5, what="no poll without the key")
         wait_task(gw, task["id"], lambda t: True, headers=mine)  # the key again: it resumes
         t = wait_task(gw, task["id"], done, headers=me)  # (and runs on without it being sent again)
         assert t["status"] == "succeeded" and state.submits == 1
@@ -220,11 +218,11 @@ def test_polling_is_batched(gateway: GatewayFactory) -> None:
         ids = [submit_async(gw, {"model": "mj-v7", "prompt": f"job {i}"})["id"] for i in range(jobs)]
         for tid in ids:
             wait_task(gw, tid, lambda t: t["status"] == "in_progress")
-        polls, polled = state.polls, state.polled_ids
-        time.sleep(1.0)  # ~5 poll intervals
-        polls, polled = state.polls - polls, state.polled_ids - polled
-        assert 2 <= polls <= 8, polls  # one list-by-condition per interval, not one per job (~150)
-        assert polled >= jobs * 2, polled  # ...each asking about every job in flight
+        polls0, polled0 = state.polls, state.polled_ids
+        wait_until(lambda: state.polls - polls0 >= 5, timeout=10, what="five polls")
+        polls, polled = state.polls - polls0, state.polled_ids - polled0
+        # One list-by-condition per interval asking about every job in flight, not one call per job.
+        assert polled >= jobs * (polls - 1), (polls, polled)
         batches = [r.json["ids"] for r in state.requests[-3:] if r.path.endswith("/list-by-condition")]
         assert batches and all(len(b) == jobs for b in batches)
 

@@ -122,7 +122,7 @@ def test_sizes_are_snapped_and_clamped(gw: GatewayProcess, sd: FakeServer, extra
 def test_b64_json_and_n_are_parallel_calls_with_consecutive_seeds(gw: GatewayProcess, sd: FakeServer) -> None:
     res = client(gw).images.generate(model="Z-Image", prompt="two owls", n=2, size="512x1024",
                                      response_format="b64_json", extra_body={"seed": 7})
-    assert len(res.data) == 2
+    assert res.data and len(res.data) == 2
     for item in res.data:
         assert item.b64_json
         img = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +52,8 @@ class FakeState:
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self.delay_s = 0.0
+        # While set and not yet released, requests wait in the fake (a test holds several in flight at once).
+        self.hold: threading.Event | None = None
         self.bad_keys: set[str] = {"sk-bad"}  # API keys a fake rejects with 401
         self.stream_gap_s = 0.05  # pause between streamed events, so relaying can be told from buffering
         self.lock = threading.Lock()
@@ -108,6 +112,8 @@ async def apply_fault(request: web.Request, state: FakeState) -> web.StreamRespo
     if fault is None:
         if state.delay_s:
             await asyncio.sleep(state.delay_s)
+        if state.hold is not None:  # (released from the test's thread: waited for off the loop)
+            await asyncio.to_thread(state.hold.wait, 30)
         return None
     if fault.delay_s:
         await asyncio.sleep(fault.delay_s)
@@ -180,9 +186,9 @@ class FakeServer:
             raise RuntimeError("fake upstream did not start")
         return self
 
-    def call(self, coro: Awaitable[Any]) -> Any:
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop from the test thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def stop(self) -> None:
         if self._runner is not None:
