@@ -95,7 +95,7 @@ def test_429_with_retry_after_2_is_served_again_within_3_s(gateway: GatewayFacto
     gw.remember(res.model_dump_json())
     assert len(res.data or []) == 1
     assert a.state.count("/images") == 4  # nothing was sent during the pauses
-    m = httpx.get(gw.url + "/metrics").text
+    m = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
     assert metric(m, "gateway_cooldowns_total", route="dall-e-3", deployment="main") == 0
     gw.assert_secret_absent(UPSTREAM_KEY, ADMIN_KEY)
 
@@ -194,7 +194,7 @@ def test_a_5xx_storm_still_opens_the_breaker_and_429s_neither_count_nor_reset(
     r = post(gw, {"model": "dall-e-3", "prompt": "x"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_unavailable"
     assert a.state.count("/images") == 4  # open: not asked
-    m = httpx.get(gw.url + "/metrics").text
+    m = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).text
     assert metric(m, "gateway_cooldowns_total", route="dall-e-3", deployment="main") == 1
     gw.assert_secret_absent(UPSTREAM_KEY, ADMIN_KEY)
 
