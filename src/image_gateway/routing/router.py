@@ -25,9 +25,10 @@ from ..engine.jobs import Job
 from ..errors import AuthError, GatewayError, InvalidRequest, ModelNotFound, scrub
 from ..media.egress import policy_for
 from ..providers.base import Provider
+from .attempt import Attempt
 from .deployments import Deployment, Pool, pick
 from .keys import KeySource
-from .policy import Verdict, backoff_s, classify, is_deployment_fault, retry_after_s
+from .policy import Verdict, backoff_s, classify
 
 log = logging.getLogger("image_gateway.routing")
 
@@ -202,7 +203,7 @@ class Router:
             self.pool.inflight -= 1
 
     def _plan(self, route: Route, req: ImageRequest, keys: KeySource, request_id: str,
-              state: MutableMapping[str, Any]) -> Iterator[_Attempt]:
+              state: MutableMapping[str, Any]) -> Iterator[Attempt]:
         """The attempts to make, in order (a plain generator: cheap). The caller runs each one; a failed
         one comes back here judged (`_judge`), which picks what follows: a re-send after back-off, the
         next deployment or the next fallback route. Ends by raising when nothing is left.
@@ -217,7 +218,7 @@ class Router:
         attempts = 0
         last: GatewayError | None = None
         held: dict[int, float] | None = None  # deployment → end of a pause told to a caller's own key
-        busy: _Attempt | None = None  # the latest such attempt
+        busy: Attempt | None = None  # the latest such attempt
         deferred: list[tuple[Route, ImageRequest, list[Deployment], set[int], int, int]] | None = None
         i, n = 0, len(chain)
         while True:
@@ -265,7 +266,7 @@ class Router:
                 sends += 1
                 attempts += 1
                 tried.add(id(dep))
-                attempt = _Attempt(self, r, rreq, dep, ctx, attempts, wait, retry=sends > 1)
+                attempt = Attempt(self, r, rreq, dep, ctx, attempts, wait, retry=sends > 1)
                 yield attempt  # back here only when it failed
                 last = attempt.error
                 if attempt.held:  # a caller's own key was told "not now": this request waits, no one else
@@ -279,7 +280,7 @@ class Router:
                     deps.remove(dep)
         raise self._unserved(route, chain, last, busy, loop.time())
 
-    def _unserved(self, route: Route, chain: list[Route], last: GatewayError | None, busy: _Attempt | None,
+    def _unserved(self, route: Route, chain: list[Route], last: GatewayError | None, busy: Attempt | None,
                   now: float) -> GatewayError:
         """What to answer when no candidate served. A capacity answer wins (it says when to come back),
         with a Retry-After no longer than what is left of its pause; then the last failure; then 503."""
@@ -300,7 +301,7 @@ class Router:
             return last
         return _all_cooling(route, deps, now)
 
-    def _judge(self, attempt: _Attempt, e: GatewayError, keys: KeySource, request_id: str, sent: bool) -> None:
+    def _judge(self, attempt: Attempt, e: GatewayError, keys: KeySource, request_id: str, sent: bool) -> None:
         """A failed attempt: scrub keys from every field, decide what follows, raise when nothing does."""
         ctx = attempt.ctx
         scrub(e, [ctx.api_key, *keys.secrets(), *self.cfg.secrets()])
@@ -320,84 +321,3 @@ def _all_cooling(route: Route, deps: list[Deployment], now: float) -> GatewayErr
     return GatewayError(
         f"Every upstream for the model '{route.name}' is cooling down after repeated failures; try again shortly.",
         status=503, type="server_error", code="upstream_unavailable", headers=headers, retryable=True)
-
-
-class _Attempt:
-    """One upstream attempt: in-flight count, breaker probe, metrics and the failure log line."""
-
-    __slots__ = ("ctx", "dep", "error", "held", "ms", "n", "probe", "provider", "req", "retry", "route", "router",
-                 "t0", "until", "verdict", "wait")
-
-    def __init__(self, router: Router, route: Route, req: ImageRequest, dep: Deployment, ctx: CallContext, n: int,
-                 wait: float, retry: bool) -> None:
-        self.router, self.route, self.req, self.dep, self.ctx, self.n = router, route, req, dep, ctx, n
-        self.provider = dep.endpoint.provider
-        self.wait = wait  # to sleep before sending (back-off or an upstream's Retry-After)
-        self.retry = retry  # a re-send within the route
-        self.error: GatewayError | None = None
-        self.verdict: Verdict | None = None
-        self.t0 = 0.0
-        self.ms = 0.0
-        self.probe = False
-
-    def start(self, state: MutableMapping[str, Any]) -> None:
-        """Right before sending: counts it, takes the half-open probe if that is due, fills `state`."""
-        dep = self.dep
-        if self.retry:
-            metrics.RETRIES.labels(self.route.name).inc()
-        state["route"], state["provider"], state["deployment"] = self.route.name, self.route.provider, dep.label
-        state["attempts"] = self.n
-        self.probe = dep.health.acquire(asyncio.get_running_loop().time())  # True when this is the probe
-        dep.endpoint.inflight += 1
-        self.t0 = time.perf_counter()
-
-    def end(self) -> None:
-        """Always called once after `start`: gives back the in-flight slot and an unanswered probe."""
-        self.dep.endpoint.inflight -= 1
-        if self.probe and self.dep.health.probing:  # neither success() nor failure() settled it
-            self.dep.health.release_probe()
-
-    def ok(self, state: MutableMapping[str, Any]) -> None:
-        elapsed = time.perf_counter() - self.t0
-        self.ms = state["upstream_ms"] = round(elapsed * 1000, 1)
-        metrics.count_attempt(self.route.name, self.dep.label, "ok", elapsed)
-        if self.dep.health.success():
-            log.info("deployment back in service", extra={"route": self.route.name, "deployment": self.dep.label})
-
-    def failed(self, err: GatewayError, verdict: Verdict, request_id: str, key_is_configured: bool) -> None:
-        """Judges a failure for the deployment: a capacity answer pauses it (`until`; `held` when it only
-        holds this request), a health failure counts toward its breaker. Sets `until`/`held` (only here,
-        so a successful attempt never pays for them)."""
-        self.error, self.verdict = err, verdict
-        elapsed = time.perf_counter() - self.t0
-        self.ms = round(elapsed * 1000, 1)
-        rs = self.router.cfg.router
-        dep = self.dep
-        now = asyncio.get_running_loop().time()
-        after = retry_after_s(err)
-        opened = False
-        self.until, self.held = 0.0, False
-        if err.capacity:
-            # "Not now", never "broken". The deployment's own key pauses it for every caller; a caller's
-            # own key being rate-limited says nothing about the others, so it holds only this request.
-            if key_is_configured:
-                self.until = dep.health.pause(now, after, rs.backoff_s, rs.backoff_max_s, err.again_after(0))
-            else:
-                self.until, self.held = now + (after if after is not None else rs.backoff_s), True
-            after = self.until - now
-            if not any(k.lower() == "retry-after" for k in err.headers):  # none from upstream: say ours
-                err.headers["Retry-After"] = str(max(1, math.ceil(after)))
-        elif is_deployment_fault(err, verdict, key_is_configured):
-            opened = dep.health.failure(now, rs.cooldown_failures, rs.cooldown_s, after)
-        elif 400 <= err.status < 500 and err.status not in (401, 403, 429):
-            dep.health.success()  # the upstream answered sensibly: it is alive
-        metrics.count_attempt(self.route.name, dep.label, verdict.value, elapsed)
-        log.warning("upstream attempt failed", extra={
-            "request_id": request_id, "route": self.route.name, "provider": self.route.provider,
-            "deployment": dep.label, "attempt": self.n, "status": err.status, "code": err.code,
-            "ms": self.ms, "action": verdict.value, "retry_after_s": after, "capacity": err.capacity})
-        if opened:
-            metrics.COOLDOWNS.labels(self.route.name, dep.label).inc()
-            log.warning("deployment cooling down", extra={"route": self.route.name, "deployment": dep.label,
-                                                          "cooldown_s": rs.cooldown_s,
-                                                          "consecutive_failures": dep.health.failures})
