@@ -40,6 +40,7 @@ lint: $(TSTAMP)
 
 test: $(TSTAMP) lint
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)  # the browser tests (Debian's)
+	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the scale-out tests (Debian's)
 	$(BIN)/pytest -n auto --dist loadfile
 
 bench: $(TSTAMP)

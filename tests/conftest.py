@@ -66,3 +66,23 @@ def fakes() -> Iterator[list[FakeServer]]:
     yield servers
     for s in servers:
         s.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A real redis-server of this test's own (tests/services.py)."""
+    from tests.services import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[Any]:
+    """A real S3-API server (moto) with a bucket, of this test's own (tests/services.py)."""
+    from tests.services import S3Server
+
+    server = S3Server(tmp_path / "s3").start()
+    yield server
+    server.stop()
