@@ -7,6 +7,7 @@ on a free port on 127.0.0.1, in a temporary folder, started and stopped by the t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -51,7 +52,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--protected-mode", "no"]
         if self.password:
             args += ["--requirepass", self.password]
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (the process owns it)
+        log = open(self.workdir / "redis.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: _answers(self.port), 10, what=f"redis-server on port {self.port}")
         return self
@@ -90,7 +91,7 @@ class S3Server:
     def start(self) -> S3Server:
         exe = Path(sys.executable).with_name("moto_server")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        log = open(self.workdir / "moto.log", "ab")  # noqa: SIM115 (the process owns it)
+        log = open(self.workdir / "moto.log", "ab")
         self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
                                      stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: _answers(self.port), 20, what=f"moto_server on port {self.port}")
@@ -103,7 +104,7 @@ class S3Server:
         """Keys in the bucket (ListObjectsV2, unsigned: moto allows it), for leak scans and expiry checks."""
         r = httpx.get(f"{self.endpoint}/{self.bucket}", params={"list-type": "2"}, timeout=10)
         r.raise_for_status()
-        import re
+
         return re.findall(r"<Key>([^<]+)</Key>", r.text)
 
     def get(self, key: str) -> bytes:
