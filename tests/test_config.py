@@ -88,3 +88,22 @@ def test_bad_numbers_are_config_errors() -> None:
         load_config({"PORT": "eighty"}, None, None)
     with pytest.raises(ConfigError):
         load_config({"IMAGE_TTL_S": "soon"}, None, None)
+
+
+@pytest.mark.parametrize(("env", "fragment"), [
+    ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must start with"),
+    ({"TASK_LEASE_S": "0"}, "TASK_LEASE_S must be > 0"),
+    ({"IMAGE_STORE": "ftp"}, "IMAGE_STORE must be local or s3"),
+    ({"IMAGE_STORE": "s3"}, "IMAGE_STORE=s3 needs S3_BUCKET"),
+])
+def test_state_and_image_store_settings_are_checked_at_load(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(env, env_file=None)
+
+
+def test_the_redis_password_is_a_secret_to_scrub() -> None:
+    cfg = load_config({"REDIS_URL": "redis://:hunter2-redis-pass@127.0.0.1:6379/0", "IMAGE_STORE": "S3",
+                       "S3_BUCKET": "b", "S3_PUBLIC_BASE_URL": "https://cdn.example/img/"}, env_file=None)
+    assert "hunter2-redis-pass" in cfg.secrets()
+    assert cfg.image_store == "s3" and cfg.s3_public_base_url == "https://cdn.example/img"
+    assert "hunter2" not in repr(cfg)

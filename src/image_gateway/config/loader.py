@@ -27,7 +27,7 @@ from .sections import check_key_refs, parse_limits
 from .table import SETTINGS, Setting, provider_settings
 
 _SECTIONS = ("providers", "routes", "aliases", "default_fallbacks", "router", "server", "images", "enhance",
-             "limits")
+             "limits", "state")
 _UNSET: Any = object()
 
 
@@ -126,9 +126,30 @@ def _scalars(env: Mapping[str, str], doc: Mapping[str, Any]) -> dict[str, Any]:
     values["instance"] = values["instance"] or f"{socket.gethostname()}:{os.getpid()}"
     if values["header_timeout_s"] < 0 or values["max_connections"] < 1:
         raise ConfigError("HEADER_TIMEOUT_S must be >= 0 (0 = off) and MAX_CONNECTIONS >= 1")
+    _check_state(values)
     for secret in ("admin_key", "metrics_key", "webhook_secret", "enhance.api_key"):
         values[secret] = values[secret] or None
     return values
+
+
+def _check_state(values: dict[str, Any]) -> None:
+    """REDIS_URL, TASK_LEASE_S and the image store: checked here, so a typo fails at load, not at the first request."""
+    url = values["redis_url"] or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    values["redis_url"] = url
+    if values["task_lease_s"] <= 0:
+        raise ConfigError("TASK_LEASE_S must be > 0")
+    store = str(values["image_store"]).strip().lower()
+    if store not in ("local", "s3"):
+        raise ConfigError(f"IMAGE_STORE must be local or s3, got {values['image_store']!r}")
+    values["image_store"] = store
+    if store == "s3" and not values["s3_bucket"]:
+        raise ConfigError("IMAGE_STORE=s3 needs S3_BUCKET")
+    for name in ("s3_bucket", "s3_endpoint_url", "s3_region", "s3_public_base_url"):
+        values[name] = values[name] or None
+    if values["s3_public_base_url"]:
+        values["s3_public_base_url"] = values["s3_public_base_url"].rstrip("/")
 
 
 def _nest(values: dict[str, Any]) -> dict[str, Any]:

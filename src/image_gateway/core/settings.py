@@ -170,6 +170,15 @@ class Config:
     gc_gen0_threshold: int = 20_000  # see gc_tuning.py; 0 keeps Python's default (700)
     header_timeout_s: float = 10.0  # a connection that has not sent a request's headers by then is closed (0 = off)
     max_connections: int = 2048  # open connections per worker; past it, requests get 503 (server.py)
+    # Shared state for equal replicas (state/): None = SQLite under data_dir, one process per folder.
+    redis_url: str | None = field(default=None, repr=False)  # (may carry a password)
+    task_lease_s: float = 15.0  # a process's claim on polling a task, without renewal
+    image_store: str = "local"  # "local" (data_dir/images) or "s3"
+    s3_bucket: str | None = None
+    s3_prefix: str = "images/"
+    s3_endpoint_url: str | None = None  # MinIO, R2, Ceph...; None = AWS
+    s3_region: str | None = None
+    s3_public_base_url: str | None = None  # hosted-image URLs on this base instead of the gateway's origin
     config_path: Path | None = None
 
     def resolve(self, model: str) -> Route | None:
@@ -179,6 +188,15 @@ class Config:
             route = self.routes.get(target) if target else None
         return route
 
+    @property
+    def redis_password(self) -> str | None:
+        """The password inside REDIS_URL (scrubbed like a key; the URL itself is never logged)."""
+        if not self.redis_url:
+            return None
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.redis_url).password or None
+
     def secrets(self) -> list[str]:
         """Every configured key, for scrubbing text bound for a client or a log."""
         out = [p.api_key for p in self.providers.values() if p.api_key]
@@ -186,7 +204,7 @@ class Config:
         out += list(self.limits.per_key)
         out += list(self.gateway_keys)
         out += [k for k in (self.admin_key, self.metrics_key, self.enhance.api_key, self.webhook_secret,
-                            self.task_owner_secret) if k]
+                            self.task_owner_secret, self.redis_password) if k]
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -1,0 +1,48 @@
+"""One Redis client per process (redis-py's asyncio client), and what a Redis failure means to a caller.
+
+A request that needs shared state while Redis is unreachable gets 503 `state_unavailable` within the
+short socket timeouts below (never a 500, never a hang); redis-py reconnects by itself on the next
+command once Redis is back, so the gateway recovers without a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import GatewayError
+
+CONNECT_TIMEOUT_S = 1.0
+COMMAND_TIMEOUT_S = 2.0
+
+
+class StateUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "state_unavailable"
+
+    def __init__(self, what: str = "shared state") -> None:
+        super().__init__(f"The gateway's shared state (Redis) is unavailable; {what} cannot be served now. "
+                         "Retry shortly.", retryable=True)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A pooled client; connects lazily, on the first command."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=COMMAND_TIMEOUT_S,
+                                   health_check_interval=30, decode_responses=False)
+
+
+@asynccontextmanager
+async def guarded(what: str = "shared state") -> AsyncIterator[None]:
+    """Redis trouble inside the block becomes StateUnavailable (its message never carries the URL)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+        raise StateUnavailable(what) from e
+    except RedisError as e:  # (a script or command error: still not the caller's fault, still no URL)
+        raise StateUnavailable(what) from e
