@@ -58,6 +58,13 @@ def test_generate_forwards_every_documented_parameter(gw_openai: World) -> None:
     assert Image.open(io.BytesIO(base64.b64decode(res.data[0].b64_json or ""))).format == "JPEG"
 
 
+def test_the_size_the_upstream_made_is_echoed_and_in_x_gateway_size(gw_openai: World) -> None:
+    gw, client, state = gw_openai
+    raw = client.images.with_raw_response.generate(model="gpt-image-1", prompt="a sea otter", size="1536x1024")
+    assert raw.headers["x-gateway-size"] == "1536x1024"
+    assert raw.parse().size == "1536x1024"
+
+
 def test_dalle3_style_and_url_passthrough(gw_openai: World) -> None:
     gw, client, state = gw_openai
     res = client.images.generate(model="dall-e-3", prompt="a castle", style="natural", quality="hd",

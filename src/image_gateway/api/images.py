@@ -186,6 +186,9 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
     headers = served_headers(state)
     if job.persistent:
         headers["X-Gateway-Task-Id"] = job.id
+    size = result.meta.get("size")
+    if size:  # what the upstream was sent or made, after fitting the request to what it takes
+        headers["X-Gateway-Size"] = str(size)
     if plan is not None:
         plan.annotate(result)
     body = await finish(request, rt, req, result)

@@ -92,8 +92,8 @@ def readme_routes() -> str:
         for spec in cls.builtin_routes:
             text = f"`{spec.name}`" + (f" → `{spec.upstream_model}`" if spec.upstream_model != spec.name else "")
             routes.append(text + (f" (alias {', '.join(f'`{a}`' for a in spec.aliases)})" if spec.aliases else ""))
-        env = (f"`{cls.env_prefix}_API_KEY`, `{cls.env_prefix}_BASE_URL`" if cls.capabilities.needs_key
-               else "– (no key)")
+        names = (cls.key_variable(), *cls.key_env_aliases, cls.base_url_variable(), *cls.option_envs)
+        env = ", ".join(f"`{v}`" for v in names) if cls.capabilities.needs_key else "– (no key)"
         out.append(f"| `{name}` | {_cell(_summary(cls))} | {', '.join(routes)} | {env} |")
     return "\n".join(out)
 

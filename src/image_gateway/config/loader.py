@@ -67,9 +67,10 @@ def _yaml_at(doc: Mapping[str, Any], dotted: str) -> Any:
 
 def read(row: Setting, env: Mapping[str, str], doc: Mapping[str, Any]) -> Any:
     """One setting: its variable, else its YAML path, else its default; cast, or a ConfigError naming it."""
-    raw = env.get(row.env) if row.env else None
-    if raw is not None and (raw != "" or row.empty_counts):
-        return cast(row.type, raw, row.env or "")
+    for var in (row.env, *row.aliases) if row.env else ():
+        raw = env.get(var)
+        if raw is not None and (raw != "" or row.empty_counts):
+            return cast(row.type, raw, var)
     raw = _yaml_at(doc, row.yaml) if row.yaml else _UNSET
     if raw is not _UNSET:
         return cast(row.type, raw, row.yaml or "")
@@ -103,9 +104,13 @@ def _providers(env: Mapping[str, str], doc: Mapping[str, Any], path: Path | None
     out: dict[str, ProviderSettings] = {}
     for name, cls in classes.items():
         rows = provider_settings(name, cls)
-        key, base_url, timeout = (read(r, env, doc) for r in rows)
+        key, base_url, timeout = (read(r, env, doc) for r in rows[:3])
         options = {k: v for k, v in (given.get(name) or {}).items()
                    if k not in ("api_key", "base_url", "timeout_s", "class")}
+        for row in rows[3:]:  # options from the environment, where YAML did not set them
+            value = read(row, env, doc)
+            if value is not None and row.field not in options:
+                options[row.field] = value
         out[name] = ProviderSettings(name, base_url.rstrip("/"), key or None, timeout,
                                      check_provider(path, name, cls, options), cls)
     return out

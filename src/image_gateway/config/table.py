@@ -30,6 +30,7 @@ class Setting:
     example: str | None = None  # shown commented out in .env.example instead of the default
     shown: str | None = None  # the default as the docs say it, when it is computed at start-up
     empty_counts: bool = False  # an empty variable is a value (CORS_ORIGINS=""), not "unset"
+    aliases: tuple[str, ...] = ()  # further variables read, in order, when `env` is unset
     default: Any = _FROM_FIELD
 
     @property
@@ -161,18 +162,24 @@ del S
 _TIMEOUT = next(f.default for f in dataclasses.fields(ProviderSettings) if f.name == "timeout_s")
 
 
-def provider_settings(name: str, cls: Any) -> tuple[Setting, Setting, Setting]:
-    """A provider's key, base URL and timeout, named after its class's `env_prefix`."""
-    p, section = cls.env_prefix, f"Provider {name}"
-    return (
-        Setting("api_key", f"{p}_API_KEY", f"providers.{name}.api_key", "secret",
-                f"Key of the {name} provider (YAML: only as a ${{VAR}} reference).", section, example="",
-                default=None),
-        Setting("base_url", f"{p}_BASE_URL", f"providers.{name}.base_url", "url", f"Base URL of the {name} upstream.",
-                section, default=cls.default_base_url),
+def provider_settings(name: str, cls: Any) -> tuple[Setting, ...]:
+    """A provider's key, base URL and timeout (named after its class's variables), then one row per
+    option it takes from the environment (`option_envs`; field = the option's name)."""
+    section = f"Provider {name}"
+    aliases = tuple(cls.key_env_aliases)
+    also = f" Also read from {', '.join(aliases)}." if aliases else ""
+    rows = (
+        Setting("api_key", cls.key_variable(), f"providers.{name}.api_key", "secret",
+                f"Key of the {name} provider (YAML: only as a ${{VAR}} reference).{also}", section, example="",
+                default=None, aliases=aliases),
+        Setting("base_url", cls.base_url_variable(), f"providers.{name}.base_url", "url",
+                f"Base URL of the {name} upstream.", section, default=cls.default_base_url),
         Setting("timeout_s", None, f"providers.{name}.timeout_s", "float",
                 f"Seconds the {name} upstream may stay silent while answering.", section, default=_TIMEOUT),
     )
+    options = tuple(Setting(option, env, f"providers.{name}.{option}", "str", f"Option `{option}` of the {name} "
+                            "provider.", section, default=None) for env, option in cls.option_envs.items())
+    return rows + options
 
 
 def all_settings() -> Iterator[Setting]:

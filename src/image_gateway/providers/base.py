@@ -69,7 +69,15 @@ class ProviderBase:
     `Options`; typed as `self.options`)."""
 
     name: ClassVar[str]
-    env_prefix: ClassVar[str]  # <PREFIX>_API_KEY / <PREFIX>_BASE_URL
+    env_prefix: ClassVar[str]  # <PREFIX>_API_KEY / <PREFIX>_BASE_URL, unless named below
+    # Variables named after the provider's own SDK conventions (REPLICATE_API_TOKEN, FAL_KEY...), when
+    # they differ from <PREFIX>_API_KEY / <PREFIX>_BASE_URL; aliases are read when the first is unset.
+    key_env: ClassVar[str | None] = None
+    key_env_aliases: ClassVar[tuple[str, ...]] = ()
+    base_url_env: ClassVar[str | None] = None
+    # Provider options settable from the environment: variable -> option name (OPENAI_API_VERSION ->
+    # api_version). YAML `providers.<name>.<option>` wins over the variable.
+    option_envs: ClassVar[Mapping[str, str]] = {}
     default_base_url: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     builtin_routes: ClassVar[Sequence[RouteSpec]] = ()
@@ -81,6 +89,14 @@ class ProviderBase:
     # A Streaming adapter that yields Submitting right before it sends (after a wait of its own,
     # e.g. for an account slot): see core/types.Submitting. Others are marked before the call.
     signals_submit: ClassVar[bool] = False
+
+    @classmethod
+    def key_variable(cls) -> str:
+        return cls.key_env or f"{cls.env_prefix}_API_KEY"
+
+    @classmethod
+    def base_url_variable(cls) -> str:
+        return cls.base_url_env or f"{cls.env_prefix}_BASE_URL"
 
     def __init__(self, settings: Any) -> None:
         from .options import typed  # (import here: options.py imports this module)

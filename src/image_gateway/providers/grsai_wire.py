@@ -6,7 +6,6 @@ Kept apart from the adapter (grsai.py) so the mapping rules can be read and test
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,33 +13,23 @@ import msgspec
 
 from ..core.types import GeneratedImage, ImageRequest, InputImage
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
-from ..media.sizes import parse_size
+from ..media.sizes import nearest_ratio_of, parse_ratio_text, parse_size, tier_of
 
 NANO_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "21:9")
 COMPLETION_RATIOS = ("1:1", "2:3", "3:2")  # sora-image / gpt-4o-image `size`
 IMAGE_SIZES = ("1K", "2K", "4K")
-
-
-def _aspect(r: str) -> float:
-    w, _, h = r.partition(":")
-    return math.log(int(w) / int(h))
-
-
-def nearest(width: int, height: int, allowed: tuple[str, ...]) -> str:
-    target = math.log(width / height)
-    return min(allowed, key=lambda r: abs(_aspect(r) - target))
+TIERS = (("1K", 1024), ("2K", 2048), ("4K", 4096))
 
 
 def fit_ratio(ratio: str, allowed: tuple[str, ...]) -> str:
     """`ratio` when the model takes it, else the closest one it does take (1:2 → 9:16)."""
     if ratio in allowed or ratio == "auto":
         return ratio
-    w, _, h = ratio.replace("：", ":").partition(":")
-    # ASCII digits only ("²".isdigit() is true but int("²") raises), and few (int() of 5000 digits raises)
-    if not all(s.strip().isascii() and s.strip().isdigit() and len(s) <= 6 for s in (w, h)) or not int(w) or not int(h):
+    wh = parse_ratio_text(ratio)
+    if wh is None:
         raise InvalidRequest(f"'aspect_ratio' must look like 16:9, got {ratio[:40]!r}.", param="aspect_ratio",
                              code="invalid_value")
-    return nearest(int(w), int(h), allowed)
+    return nearest_ratio_of(*wh, allowed)
 
 
 def aspect_for(req: ImageRequest, allowed: tuple[str, ...]) -> str:
@@ -52,7 +41,7 @@ def aspect_for(req: ImageRequest, allowed: tuple[str, ...]) -> str:
         return fit_ratio(explicit.strip(), allowed)
     if req.size and req.size != "auto":
         w, h = parse_size(req.size, max_side=1 << 16, min_side=1)
-        return nearest(w, h, allowed)
+        return nearest_ratio_of(w, h, allowed)
     return "auto"
 
 
@@ -66,9 +55,7 @@ def image_size_for(req: ImageRequest, default: Any) -> str | None:
                                  code="invalid_value")
         return value
     if req.size and req.size != "auto":
-        long_side = max(parse_size(req.size, max_side=1 << 16, min_side=1))
-        # Geometric midpoints between 1024, 2048 and 4096.
-        return "4K" if long_side > 2896 else "2K" if long_side > 1448 else "1K"
+        return tier_of(max(parse_size(req.size, max_side=1 << 16, min_side=1)), TIERS)
     if req.quality in ("high", "hd"):
         return "2K"
     return str(default) if default else None

@@ -71,9 +71,9 @@ class Router:
         settings = dep.endpoint.settings
         key = keys.for_provider(settings.api_key)
         if key is None and dep.endpoint.provider.capabilities.needs_key:
-            prefix = type(dep.endpoint.provider).env_prefix
+            variable = type(dep.endpoint.provider).key_variable()
             raise AuthError(
-                f"No API key for provider '{route.provider}' (model '{route.name}'). Set {prefix}_API_KEY on the "
+                f"No API key for provider '{route.provider}' (model '{route.name}'). Set {variable} on the "
                 "gateway, or send your own key in the X-Provider-Key header.")
         # The merged options are the same for every request on this route and deployment (and a
         # Router lives as long as its config): merged once. Providers only read them.
