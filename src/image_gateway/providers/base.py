@@ -122,6 +122,13 @@ class ProviderBase:
         self._route_opts[id(m)] = (m, value)  # (holding `m` keeps its id from being reused)
         return value
 
+    async def probe(self) -> bool | None:
+        """Whether the upstream answers now, for upstreams that need no key (self-hosted ComfyUI,
+        Automatic1111): /ready and `image-gateway models` show them usable only while it does. A
+        cheap GET with a short timeout; never raises. None (the default): not probed, usable when
+        it has a key (or needs none)."""
+        return None
+
     async def close(self) -> None:
         return None
 
