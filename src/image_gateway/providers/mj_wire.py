@@ -9,14 +9,14 @@ import math
 import re
 from typing import Any
 
+from ..core.fields import int_field
 from ..core.types import ImageRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
-from ..media.sizes import SIZE_RE
+from ..media.sizes import SIZE_RE, parse_ratio_text
 
 # A `--name` parameter in a prompt, and the names that mean the same thing.
 _PARAM = re.compile(r"(?:^|\s)--([A-Za-z][A-Za-z0-9_-]*)")
 _CANON = {"version": "v", "niji": "v", "aspect": "ar", "quality": "q", "stylize": "s"}
-_RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
 MAX_SEED = 4294967295
 
 
@@ -28,35 +28,19 @@ def prompt_params(prompt: str) -> set[str]:
 def aspect_ratio(size: str | None, ratio: Any = None) -> str | None:
     """`1536x1024` → `3:2` (reduced); any WxH is accepted; `auto`/None → the `ratio` hint, if well formed."""
     m = SIZE_RE.match(size) if size else None
-    if m is None and isinstance(ratio, str):
-        m = _RATIO.match(ratio)
-    if m is None:
+    wh = (int(m.group(1)), int(m.group(2))) if m else parse_ratio_text(ratio) if isinstance(ratio, str) else None
+    if wh is None or wh[0] <= 0 or wh[1] <= 0:
         return None
-    w, h = int(m.group(1)), int(m.group(2))
-    if w <= 0 or h <= 0:
-        return None
-    g = math.gcd(w, h)
-    return f"{w // g}:{h // g}"
+    g = math.gcd(*wh)
+    return f"{wh[0] // g}:{wh[1] // g}"
 
 
 def seed_of(raw: Any) -> int | None:
     """The `--seed` for a `seed` field: None when absent or negative (-1 means "random" to several
     clients); 400 unless an integer (or a string of ASCII digits) up to MAX_SEED."""
-    if raw is None or raw == "":
-        return None
-    value: int | None = None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        value = raw
-    elif isinstance(raw, str):
-        text = raw.strip()
-        digits = text.removeprefix("-")
-        # isascii: "²".isdigit() is true but int("²") raises; past 10 digits it is out of range anyway.
-        if digits.isascii() and digits.isdigit() and len(digits) <= 10:
-            value = int(text)
+    value = int_field(raw, "seed", max_abs=MAX_SEED)
     if value is None:
-        raise InvalidRequest("'seed' must be an integer.", param="seed", code="invalid_value")
-    if value > MAX_SEED:
-        raise InvalidRequest(f"'seed' must be at most {MAX_SEED}.", param="seed", code="invalid_value")
+        return None
     return value if value >= 0 else None
 
 

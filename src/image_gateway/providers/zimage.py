@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from ..core.fields import float_field, int_field
 from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderResult
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import parse_size
@@ -63,40 +64,8 @@ def snap8(value: int) -> int:
 
 
 def _int(raw: Any, name: str) -> int | None:
-    if raw is None or raw == "":
-        return None
-    value: int | None = None
-    if isinstance(raw, bool):
-        pass
-    elif isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, float) and raw.is_integer():
-        value = int(raw)
-    elif isinstance(raw, str):
-        text = raw.strip()
-        digits = text.removeprefix("-")
-        # isascii: "²".isdigit() is true but int("²") raises (and int() of thousands of digits raises too).
-        if digits.isascii() and digits.isdigit() and len(digits) <= 19:
-            value = int(text)
-    if value is None:
-        raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")
-    if abs(value) > MAX_INT:  # larger ones overflow float arithmetic (snap8) and mean nothing upstream
-        raise InvalidRequest(f"'{name}' is out of range.", param=name, code="invalid_value")
-    return value
-
-
-def _float(raw: Any, name: str) -> float | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = float(raw)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: float(10**400)
-        raise InvalidRequest(f"'{name}' must be a number.", param=name, code="invalid_value") from None
-    if not math.isfinite(value):
-        raise InvalidRequest(f"'{name}' must be a finite number.", param=name, code="invalid_value")
-    return value
+    # (larger values overflow the float arithmetic of snap8 and mean nothing upstream)
+    return int_field(raw, name, max_abs=MAX_INT)
 
 
 def dimensions(req: ImageRequest) -> tuple[int, int]:
@@ -138,7 +107,7 @@ class ZImageProvider(HttpProvider, SyncProvider):
         steps = steps if steps is not None else o.steps
         if not 1 <= steps <= 100:
             raise InvalidRequest("'steps' must be between 1 and 100.", param="steps", code="invalid_value")
-        cfg = _float(req.extra.get("cfg"), "cfg")
+        cfg = float_field(req.extra.get("cfg"), "cfg")
         body: dict[str, Any] = {
             "prompt": req.prompt,
             "width": width,
