@@ -10,6 +10,7 @@ import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.markers import Marker
@@ -21,19 +22,34 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
 
 
-def _lock(name: str) -> dict[str, tuple[str, str | None, int]]:
-    """name -> (version, marker, number of hashes) for each pinned entry of a lock file."""
-    out: dict[str, tuple[str, str | None, int]] = {}
-    current = None
+def _entries(name: str) -> list[list[Any]]:
+    """[name, version, marker, number of hashes] for each pinned entry of a lock file, in order."""
+    out: list[list[Any]] = []
     for line in (ROOT / name).read_text().splitlines():
         m = _PIN.match(line)
         if m:
-            current = canonicalize_name(m.group(1))
-            assert current not in out, f"{name}: {current} pinned twice"
-            out[current] = (m.group(2), m.group(3), 0)
-        elif current and line.strip().startswith("--hash=sha256:"):
-            version, marker, hashes = out[current]
-            out[current] = (version, marker, hashes + 1)
+            out.append([canonicalize_name(m.group(1)), m.group(2), m.group(3), 0])
+        elif out and line.strip().startswith("--hash=sha256:"):
+            out[-1][3] += 1
+    return out
+
+
+def _lock(name: str) -> dict[str, tuple[str, str | None, int]]:
+    """name -> (version, marker, number of hashes). A universal lock may pin a package twice under
+    exclusive markers (networkx for Python < 3.12 and >= 3.12): the running interpreter's entry is kept."""
+    out: dict[str, tuple[str, str | None, int]] = {}
+    by_name: dict[str, list[list[Any]]] = {}
+    for entry in _entries(name):
+        by_name.setdefault(entry[0], []).append(entry)
+    for pkg, entries in by_name.items():
+        if len(entries) > 1:
+            assert all(e[2] for e in entries), f"{name}: {pkg} pinned twice"
+            assert all(e[3] >= 1 for e in entries), f"{name}: an entry of {pkg} has no --hash"
+            live = [e for e in entries if Marker(e[2]).evaluate()]
+            assert len(live) <= 1, f"{name}: {pkg} pinned twice for this interpreter"
+            entries = live or entries[:1]
+        _, version, marker, hashes = entries[0]
+        out[pkg] = (version, marker, hashes)
     return out
 
 
