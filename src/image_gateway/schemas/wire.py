@@ -110,7 +110,7 @@ class Health(msgspec.Struct):
 
 class Ready(msgspec.Struct):
     status: str
-    providers: list[str]
+    providers: list[str] = msgspec.field(default_factory=list)  # only for the metrics or admin key
 
 
 class Reloaded(msgspec.Struct):
