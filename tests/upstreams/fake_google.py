@@ -44,7 +44,8 @@ def quota_exhausted(retry_s: int = 7) -> Fault:
     """429 RESOURCE_EXHAUSTED with RetryInfo, as the free tier answers."""
     return Fault(429, google_error(429, "RESOURCE_EXHAUSTED",
                                    "You exceeded your current quota, please check your plan and billing details.",
-                                   [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_s}s"}]))
+                                   [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                     "retryDelay": f"{retry_s}s"}]))
 
 
 def internal() -> Fault:

@@ -108,7 +108,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return web.json_response(_completion(model, {"role": "assistant", "content": ""}, "content_filter",
                                              "IMAGE_SAFETY"))
     content = body["messages"][-1].get("content")
-    text = content if isinstance(content, str) else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    text = content if isinstance(content, str) else \
+        " ".join(p.get("text", "") for p in content if p.get("type") == "text")
     refs = 0 if isinstance(content, str) else sum(1 for p in content if p.get("type") == "image_url")
     w, h = SIZES[ratio]
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _png(f"{model}|{text}|{refs}", w, h)}}
