@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Iterator
 
 import openai
@@ -125,4 +126,14 @@ def test_no_endpoint_is_a_clear_answer(inprocess_gateway: InProcessFactory) -> N
     with pytest.raises(openai.APIStatusError) as e:
         gw.openai().images.generate(model="my-dalle", prompt="x")
     assert e.value.status_code == 503 and "AZURE_OPENAI_ENDPOINT" in e.value.body["message"]  # type: ignore[index]
+    gw.assert_secret_absent(KEY)
+
+
+def test_stream_relays_the_deployments_events(gw: InProcessGateway, az: FakeServer) -> None:
+    r = gw.http.post("/v1/images/generations", json={"model": "azure-image", "prompt": "a kite", "stream": True,
+                                                     "partial_images": 1})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    types = [json.loads(x[6:])["type"] for x in r.text.splitlines() if x.startswith("data: {")]
+    assert types == ["image_generation.partial_image", "image_generation.completed"]
+    assert fake_azure.sent_json(state(az))[-1]["stream"] is True
     gw.assert_secret_absent(KEY)
