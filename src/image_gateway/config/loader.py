@@ -8,6 +8,7 @@ whole. Scalar settings are read row by row from the table (config/table.py).
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Iterable, Mapping
@@ -22,7 +23,7 @@ from ..media.egress import parse_allowlist
 from ..providers.registry import provider_classes
 from .options import check_provider
 from .parse import cast, expand
-from .routes import build_aliases, build_routes, check_fallbacks
+from .routes import build_aliases, build_routes, check_fallbacks, direct_route
 from .sections import check_key_refs, parse_limits
 from .table import SETTINGS, Setting, provider_settings
 
@@ -185,4 +186,5 @@ def load_config(environ: Mapping[str, str] | None = None, config_path: str | Pat
     default_fallbacks = tuple(str(x) for x in doc.get("default_fallbacks") or ())
     check_fallbacks(routes, aliases, default_fallbacks, values["default_model"])
     return Config(**values, providers=_providers(env, doc, path, classes), routes=routes, aliases=aliases,
-                  default_fallbacks=default_fallbacks, limits=parse_limits(doc.get("limits")), config_path=path)
+                  default_fallbacks=default_fallbacks, limits=parse_limits(doc.get("limits")), config_path=path,
+                  make_direct=functools.partial(direct_route, path, classes))

@@ -60,6 +60,14 @@ def _finish(route: Route, path: Path | None, classes: Mapping[str, Any]) -> Rout
     return dataclasses.replace(route, options=options, max_prompt_chars=limit)
 
 
+def direct_route(path: Path | None, classes: Mapping[str, Any], provider: str, upstream: str) -> Route:
+    """The route a `<provider>/<upstream model>` name stands for: the provider's defaults, checked as a
+    configured route is (Config.resolve calls this through `make_direct`)."""
+    route = Route(f"{provider}/{upstream}", provider, upstream, description=f"{provider} {upstream} (direct)",
+                  direct=True)
+    return _finish(route, path, classes)
+
+
 def build_routes(doc: Mapping[str, Any], path: Path | None, classes: Mapping[str, Any]) -> dict[str, Route]:
     """Built-in routes of every provider (plugins included), then the file's routes over them."""
     routes = {spec.name: _from_spec(name, spec) for name, cls in classes.items() for spec in cls.builtin_routes}

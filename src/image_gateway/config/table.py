@@ -68,6 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("max_body_bytes", "MAX_BODY_BYTES", "server.max_body_bytes", "int",
       "Largest request body / upload accepted, in bytes (413 above it)."),
     S("default_model", "DEFAULT_MODEL", "server.default_model", "str", "Model used when a request names none."),
+    S("direct_provider_models", "DIRECT_PROVIDER_MODELS", "server.direct_provider_models", "bool",
+      "Serve `<provider>/<upstream model>` names (e.g. `openai/gpt-image-1`) without a route, with that "
+      "provider's defaults; off = only configured routes and aliases."),
     S("job_deadline_s", "JOB_DEADLINE_S", "server.job_deadline_s", "float",
       "Seconds a job may run before it fails with 504 timeout (per route: `deadline_s`)."),
     S("sse_keepalive_s", "SSE_KEEPALIVE_S", "server.sse_keepalive_s", "float",

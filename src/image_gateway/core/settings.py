@@ -7,7 +7,8 @@ the settings table (config/table.py) reads them from the fields for its docs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from ..errors import mask_key
 DEFAULT_MAX_PROMPT_CHARS = 32000  # a route's prompt limit unless its upstream or option says otherwise
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:+-]*)*")
+_DIRECT_CACHE = 1024
 
 
 
@@ -119,6 +122,8 @@ class Route:
     deployments: tuple[DeploymentSettings, ...] = ()
     # Longer prompts get 400 (route option `max_prompt_chars`, else the upstream's limit: prompt/limits.py).
     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
+    # Made for a `<provider>/<upstream model>` name (Config.resolve), not configured.
+    direct: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,12 +185,37 @@ class Config:
     s3_region: str | None = None
     s3_public_base_url: str | None = None  # hosted-image URLs on this base instead of the gateway's origin
     config_path: Path | None = None
+    # `<provider>/<upstream model>` names are served without a route (resolve); `make_direct` is the
+    # loader's Route builder for one (options checked, prompt limit), and `_direct` caches what it made.
+    direct_provider_models: bool = True
+    make_direct: Callable[[str, str], Route] | None = field(default=None, repr=False, compare=False)
+    _direct: dict[str, Route] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def resolve(self, model: str) -> Route | None:
         route = self.routes.get(model)
         if route is None:
             target = self.aliases.get(model)
             route = self.routes.get(target) if target else None
+            if route is None and self.direct_provider_models:
+                route = self.direct_route(model)
+        return route
+
+    def direct_route(self, model: str) -> Route | None:
+        """The Route for `<provider>/<upstream model>` (a registered provider, a plain model name), made
+        once per snapshot; None for anything else."""
+        route = self._direct.get(model)
+        if route is not None:
+            return route
+        provider, _, upstream = model.partition("/")
+        # The upstream name goes into upstream URLs: plain path segments only (no "..", "?", "#", "%").
+        if (provider not in self.providers or len(upstream) > 256 or not _UPSTREAM_NAME.fullmatch(upstream)
+                or ".." in upstream):
+            return None
+        made = self.make_direct
+        route = made(provider, upstream) if made else Route(model, provider, upstream, direct=True)
+        if len(self._direct) >= _DIRECT_CACHE:  # callers choose the names: keep the cache bounded
+            self._direct.clear()
+        self._direct[model] = route
         return route
 
     @property

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,3 +108,17 @@ def requested_shape(size: str | None, ratio: Any = None) -> tuple[int, int] | No
     except ValueError:
         raise InvalidRequest(f"'size' must be WIDTHxHEIGHT or 'auto', got {str(size)[:40]!r}.", param="size",
                              code="invalid_value") from None
+
+
+def png_size(b64: str | None) -> str | None:
+    """WxH of a base64 PNG from its IHDR (the first 24 bytes), without decoding the rest."""
+    if not b64:
+        return None
+    try:
+        head = base64.b64decode(b64[:32])
+    except (ValueError, binascii.Error):
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    w, h = struct.unpack(">II", head[16:24])
+    return f"{w}x{h}"

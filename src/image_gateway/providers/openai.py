@@ -63,13 +63,12 @@ SIZES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _native(ctx: CallContext, o: RouteOptions) -> tuple[bool, bool]:
+def _native(model: str, o: RouteOptions) -> tuple[bool, bool]:
     """(takes response_format, takes output_format) for the upstream model; route options override.
 
     GPT-image models always answer base64 and reject response_format; DALL·E models take
     response_format but not output_format. The gateway does the other half itself.
     """
-    model = ctx.upstream_model
     rf, of = o.native_response_format, o.native_output_format
     return (not model.startswith(("gpt-image", "chatgpt-image")) if rf is None else rf,
             not model.startswith("dall-e") if of is None else of)
@@ -95,12 +94,30 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
     Options = Options
     RouteOptions = RouteOptions
 
+    # Hooks for an OpenAI-shaped upstream at other addresses (providers/azure.py): the URL, the auth
+    # header, the model named in the body, the model whose quirks apply, and error answers.
+    def url_for(self, req: ImageRequest, ctx: CallContext) -> str:
+        return self.base_url + _PATHS[req.operation]
+
+    def auth_headers(self, ctx: CallContext) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
+
+    def body_model(self, ctx: CallContext) -> str | None:
+        return ctx.upstream_model
+
+    def model_family(self, ctx: CallContext) -> str:
+        return ctx.upstream_model
+
+    def upstream_error(self, status: int, body: bytes, headers: Any, ctx: CallContext) -> GatewayError:
+        return error_from_openai_body(status, body, headers, self.label or self.name, [ctx.api_key])
+
     def _params(self, req: ImageRequest, ctx: CallContext) -> dict[str, Any]:
         o: RouteOptions = self.route_options(ctx)
-        params: dict[str, Any] = {"model": ctx.upstream_model}
+        model = self.body_model(ctx)
+        params: dict[str, Any] = {"model": model} if model else {}
         if req.operation != "variation":
             params["prompt"] = req.prompt
-        for n in _forwarded(req.operation, *_native(ctx, o)):
+        for n in _forwarded(req.operation, *_native(self.model_family(ctx), o)):
             v = getattr(req, n)
             if v is not None and not (n == "stream" and v is False):
                 params[n] = v
@@ -109,8 +126,8 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
         return params
 
     async def _request(self, req: ImageRequest, ctx: CallContext) -> tuple[str, dict[str, Any]]:
-        url = self.base_url + _PATHS[req.operation]
-        auth = {"Authorization": f"Bearer {ctx.api_key}"} if ctx.api_key else {}
+        url = self.url_for(req, ctx)
+        auth = self.auth_headers(ctx)
         params = self._params(req, ctx)
         if req.operation == "generate":
             return url, {"data": msgspec.json.encode(params), "headers": {**auth, **_JSON}}
@@ -125,7 +142,9 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
     async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         """A request that is not streamed: one call, one answer (the engine's fast path)."""
         url, kwargs = await self._request(req, ctx)
-        answer = await self.call(url, ctx, data=kwargs["data"], headers=kwargs["headers"], errors=True)
+        answer = await self.call(url, ctx, data=kwargs["data"], headers=kwargs["headers"])
+        if answer.status >= 400:
+            raise self.upstream_error(answer.status, answer.body, answer.headers, ctx)
         return parse_images_response(answer.body)
 
     async def stream(self, req: ImageRequest, ctx: CallContext) -> AsyncIterator[ProviderEvent]:
@@ -136,8 +155,7 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
         try:
             async with self.session.post(url, **kwargs) as resp:
                 if resp.status >= 400:
-                    raise error_from_openai_body(resp.status, await resp.read(), resp.headers, self.name,
-                                                 [ctx.api_key])
+                    raise self.upstream_error(resp.status, await resp.read(), resp.headers, ctx)
                 if resp.content_type != "text/event-stream":
                     body = await resp.read()
                     yield parse_images_response(body)

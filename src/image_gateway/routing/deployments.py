@@ -52,6 +52,7 @@ class Pool:
         old_endpoints = previous.endpoints if previous else []
         self.default: dict[str, Endpoint] = {n: self._endpoint(s, old_endpoints) for n, s in cfg.providers.items()}
         self.by_route: dict[str, list[Deployment]] = {}
+        self.direct: dict[str, list[Deployment]] = {}  # routes of `<provider>/<model>` names, as first used
         for route in cfg.routes.values():
             old = {d.label: d for d in (previous.by_route.get(route.name, []) if previous else [])}
             deps: list[Deployment] = []
@@ -88,8 +89,14 @@ class Pool:
 
     def deployments(self, route: Route) -> list[Deployment]:
         deps = self.by_route.get(route.name)
-        if deps is None:  # a route object from an older snapshot whose route is gone now
-            deps = [Deployment(route.name, route.provider, self.default[route.provider], Health())]
+        if deps is None:
+            deps = self.direct.get(route.name) if route.direct else None
+            if deps is None:  # a direct name's first use, or a route from an older snapshot that is gone now
+                deps = [Deployment(route.name, route.provider, self.default[route.provider], Health())]
+                if route.direct:  # kept, so its breaker counts across requests (bounded: callers pick names)
+                    if len(self.direct) >= 1024:
+                        self.direct.clear()
+                    self.direct[route.name] = deps
         return deps
 
     def all_deployments(self) -> Iterable[Deployment]:

@@ -64,6 +64,8 @@ class Router:
             fb = self.cfg.resolve(name)
             if fb is not None and all(fb.name != r.name for r in out):
                 out.append(fb)
+        if len(self._chains) >= 4096:  # direct `<provider>/<model>` names are the callers' choice: bounded
+            self._chains.clear()
         self._chains[route.name] = out
         return out
 
@@ -79,6 +81,8 @@ class Router:
         # Router lives as long as its config): merged once. Providers only read them.
         options = self._options.get((route.name, id(dep)))
         if options is None:
+            if len(self._options) >= 4096:  # (bounded, as `_chains`)
+                self._options.clear()
             options = self._options[(route.name, id(dep))] = {**settings.options, **route.options}
         return CallContext(route.upstream_model, key, options, request_id, deadline, self.egress)
 
