@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from . import demo, grsai, midjourney, openai, zimage
+from . import ark, dashscope, demo, grsai, midjourney, openai, stability, zimage
 from .base import PollingProvider, ProviderBase, StreamingProvider, SyncProvider
 
 # name -> adapter class. Each class carries its env prefix, default base URL, capabilities and routes.
@@ -21,6 +21,9 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "zimage": zimage.ZImageProvider,
     "grsai": grsai.GrsAiProvider,
     "midjourney": midjourney.MidjourneyProvider,
+    "stability": stability.StabilityProvider,
+    "ark": ark.ArkProvider,
+    "dashscope": dashscope.DashScopeProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 
