@@ -172,7 +172,7 @@ def test_bad_key_bad_input_and_timeout(inprocess_gateway: InProcessFactory, serv
         c.images.generate(model="stable-image-core", prompt="x")
     assert e1.value.code == "invalid_api_key" and "invalid or missing header" in e1.value.message
     with pytest.raises(openai.BadRequestError) as e2:
-        c.images.generate(model="stable-image-core", prompt="x", output_format="gif")  # type: ignore[arg-type]
+        c.images.generate(model="stable-image-core", prompt="x", extra_body={"output_format": "gif"})
     with pytest.raises(openai.BadRequestError) as e3:
         c.images.generate(model="stable-image-core", prompt="x", extra_body={"seed": "many"})
     assert e3.value.param == "seed"
