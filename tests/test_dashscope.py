@@ -187,6 +187,10 @@ def test_unknown_task_state_is_an_upstream_error(gw: InProcessGateway, up: DashS
                         headers={"Prefer": "respond-async"}).json()
     wait_until(lambda: up.tasks, what="the upstream task")
     up.tasks.clear()  # DashScope forgets tasks after 24 h: UNKNOWN
-    t = wait_until(lambda: (lambda t: t if t["status"] == "failed" else None)(
-        gw.http.get(f"/v1/images/tasks/{task['id']}").json()), timeout=10, what="the task to fail")
-    assert t["error"]["code"] == "upstream_task_lost"
+
+    def failed() -> dict[str, Any] | None:
+        t: dict[str, Any] = gw.http.get(f"/v1/images/tasks/{task['id']}").json()
+        return t if t["status"] == "failed" else None
+
+    t = wait_until(failed, timeout=10, what="the task to fail")
+    assert t is not None and t["error"]["code"] == "upstream_task_lost"
