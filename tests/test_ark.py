@@ -207,3 +207,17 @@ def test_bad_key_and_timeout(inprocess_gateway: InProcessFactory, server: FakeSe
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
     gw.remember(str(e.value.body))
     gw.assert_secret_absent(wrong)
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_the_sse_parser_takes_events_split_anywhere(pretty: bool) -> None:
+    from image_gateway.providers.ark_wire import SSE
+
+    events: list[dict[str, Any]] = [{"type": "image_generation.partial_succeeded", "image_index": 0, "url": "http://x/a.jpeg"},
+              {"type": "image_generation.completed", "usage": {"generated_images": 1}}]
+    wire = b"".join(fake_ark._sse(str(e["type"]), e, pretty) for e in events) + b"data: [DONE]\n\n"
+    for step in (1, 7, len(wire)):
+        parser = SSE()
+        got = [ev for i in range(0, len(wire), step) for ev in parser.feed(wire[i:i + step])]
+        got += list(parser.close())
+        assert got == events, step
