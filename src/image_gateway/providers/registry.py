@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from . import azure, demo, google, grsai, midjourney, openai, openrouter, zimage
+from . import ark, azure, dashscope, demo, google, grsai, midjourney, openai, openrouter, stability, zimage
 from .base import PollingProvider, ProviderBase, StreamingProvider, SyncProvider
 
 # name -> adapter class. Each class carries its env prefix, default base URL, capabilities and routes.
@@ -24,6 +24,9 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "google": google.GoogleProvider,
     "openrouter": openrouter.OpenRouterProvider,
     "azure": azure.AzureOpenAIProvider,
+    "stability": stability.StabilityProvider,
+    "ark": ark.ArkProvider,
+    "dashscope": dashscope.DashScopeProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 
