@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from . import demo, grsai, midjourney, openai, zimage
+from . import bfl, demo, fal, grsai, midjourney, openai, replicate, zimage
 from .base import PollingProvider, ProviderBase, StreamingProvider, SyncProvider
 
 # name -> adapter class. Each class carries its env prefix, default base URL, capabilities and routes.
@@ -21,6 +21,9 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "zimage": zimage.ZImageProvider,
     "grsai": grsai.GrsAiProvider,
     "midjourney": midjourney.MidjourneyProvider,
+    "bfl": bfl.BflProvider,
+    "replicate": replicate.ReplicateProvider,
+    "fal": fal.FalProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 
