@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -39,6 +40,7 @@ async def send(provider: HttpProvider, method: str, url: str, headers: Mapping[s
         raise connection_error(e, provider.label or provider.name) from None
 
 
+@lru_cache(maxsize=64)  # (the configured base URLs: parsed once, not once per poll)
 def origin(url: str) -> tuple[str, str, int | None]:
     u = URL(url)
     return (u.scheme, (u.host or "").lower(), u.explicit_port if u.explicit_port is not None else u.port)
@@ -56,7 +58,7 @@ def check_url(url: Any, base_url: str, hosts: re.Pattern[str], what: str) -> str
     if u.user or u.password:
         raise UpstreamError(f"{what} in the upstream's answer carries credentials; refused.",
                             code="upstream_bad_answer")
-    if origin(url) == origin(base_url):
+    if (u.scheme, (u.host or "").lower(), u.port) == origin(base_url):
         return url
     if u.scheme == "https" and u.host and hosts.fullmatch(u.host.lower()) and u.explicit_port in (None, 443):
         return url
