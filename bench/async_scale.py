@@ -73,7 +73,8 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _submit_all(port: int, jobs: int, concurrency: int, deadline_s: float) -> dict[str, Any]:
+async def _submit_all(port: int, jobs: int, concurrency: int, deadline_s: float,
+                      model: str = "mj-v7") -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/v1/images/generations"
     headers = {"Authorization": f"Bearer {GATEWAY_KEY}", "Prefer": "respond-async",
                "Content-Type": "application/json"}
@@ -89,7 +90,7 @@ async def _submit_all(port: int, jobs: int, concurrency: int, deadline_s: float)
             if time.perf_counter() > stop_at:
                 statuses["not sent (deadline)"] += 1
                 continue
-            body = json.dumps({"model": "mj-v7", "prompt": f"bench job {i}, a red fox"})
+            body = json.dumps({"model": model, "prompt": f"bench job {i}, a red fox"})
             t0 = time.perf_counter()
             try:
                 async with session.post(url, data=body, headers=headers) as resp:
@@ -167,10 +168,10 @@ class ScaleRun:
     polling: Watch = field(default_factory=Watch)
 
 
-async def _scale(server: Server, fake: MjFake, run: ScaleRun, window_s: float) -> None:
+async def _scale(server: Server, fake: MjFake, run: ScaleRun, window_s: float, model: str = "mj-v7") -> None:
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(server, fake, stop=stop))
-    run.submitted = await _submit_all(server.port, run.jobs - 1, run.concurrency, deadline_s=300)
+    run.submitted = await _submit_all(server.port, run.jobs - 1, run.concurrency, deadline_s=300, model=model)
     stop.set()
     run.during_submit = await watcher
     run.after_submit_rss = rss_bytes(server.pid)
@@ -179,9 +180,9 @@ async def _scale(server: Server, fake: MjFake, run: ScaleRun, window_s: float) -
     run.upstream_at_end = fake.submits()
 
 
-def _first_submit(port: int) -> str | None:
+def _first_submit(port: int, model: str = "mj-v7") -> str | None:
     """One job first: returns why async submission doesn't work here, or None."""
-    body = json.dumps({"model": "mj-v7", "prompt": "a red fox"}).encode()
+    body = json.dumps({"model": model, "prompt": "a red fox"}).encode()
     headers = {"Authorization": f"Bearer {GATEWAY_KEY}", "Prefer": "respond-async", "Content-Type": "application/json"}
     try:
         answer = http_call(port, "POST", "/v1/images/generations", body, headers, timeout_s=30)

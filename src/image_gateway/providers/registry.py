@@ -11,7 +11,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from . import ark, azure, dashscope, demo, google, grsai, midjourney, openai, openrouter, stability, zimage
+from . import (
+    ark,
+    azure,
+    bfl,
+    dashscope,
+    demo,
+    fal,
+    google,
+    grsai,
+    midjourney,
+    openai,
+    openrouter,
+    replicate,
+    stability,
+    zimage,
+)
 from .base import PollingProvider, ProviderBase, StreamingProvider, SyncProvider
 
 # name -> adapter class. Each class carries its env prefix, default base URL, capabilities and routes.
@@ -27,6 +42,9 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "stability": stability.StabilityProvider,
     "ark": ark.ArkProvider,
     "dashscope": dashscope.DashScopeProvider,
+    "bfl": bfl.BflProvider,
+    "replicate": replicate.ReplicateProvider,
+    "fal": fal.FalProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 
