@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from . import demo, grsai, midjourney, openai, zimage
+from . import a1111, comfyui, demo, grsai, midjourney, openai, zimage
 from .base import PollingProvider, ProviderBase, StreamingProvider, SyncProvider
 
 # name -> adapter class. Each class carries its env prefix, default base URL, capabilities and routes.
@@ -21,6 +21,8 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "zimage": zimage.ZImageProvider,
     "grsai": grsai.GrsAiProvider,
     "midjourney": midjourney.MidjourneyProvider,
+    "a1111": a1111.A1111Provider,
+    "comfyui": comfyui.ComfyUIProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 
