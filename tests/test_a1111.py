@@ -197,8 +197,12 @@ def test_ready_and_models_follow_the_probe(inprocess_gateway: InProcessFactory, 
         assert "[ready]" in line
     finally:
         server.stop()
-    ready = wait_until(lambda: (b := gw.http.get("/ready", headers=admin).json()) and "a1111" in b["unreachable"]
-                       and b, timeout=10, what="the probe to see the web UI gone")
+    def gone() -> dict[str, Any] | None:
+        b: dict[str, Any] = gw.http.get("/ready", headers=admin).json()
+        return b if "a1111" in b["unreachable"] else None
+
+    ready = wait_until(gone, timeout=10, what="the probe to see the web UI gone")
+    assert ready is not None
     assert "a1111" not in ready["providers"]
     cli_main(["models"])
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a1111 "))

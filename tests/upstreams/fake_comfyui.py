@@ -81,6 +81,18 @@ def _node_error(node_id: str, class_type: str, kind: str, message: str, details:
                       "dependent_outputs": [], "class_type": class_type}}
 
 
+def _needed(prompt: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    todo = [k for k, n in prompt.items() if n["class_type"] in OUTPUT_NODES]
+    while todo:
+        k = todo.pop()
+        if k in seen or k not in prompt:
+            continue
+        seen.append(k)
+        todo += [v[0] for v in (prompt[k].get("inputs") or {}).values() if isinstance(v, list) and len(v) == 2]
+    return seen
+
+
 def validate(prompt: Any, state: ComfyState) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """(error, node_errors) as execution.validate_prompt reports them; (None, {}) when valid."""
     if not isinstance(prompt, dict):
@@ -93,7 +105,8 @@ def validate(prompt: Any, state: ComfyState) -> tuple[dict[str, Any] | None, dic
     if not any(n["class_type"] in OUTPUT_NODES for n in prompt.values()):
         return {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}}, {}
     errors: dict[str, Any] = {}
-    for node_id, node in prompt.items():
+    for node_id in _needed(prompt):  # as validate_inputs: only what an output depends on
+        node = prompt[node_id]
         inputs = node.get("inputs") or {}
         if node["class_type"] == "CheckpointLoaderSimple" and inputs.get("ckpt_name") not in state.checkpoints:
             errors.update(_node_error(node_id, node["class_type"], "value_not_in_list", "Value not in list",

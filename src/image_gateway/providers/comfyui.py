@@ -43,12 +43,13 @@ from ..core.types import (
     ProviderResult,
     Submitting,
 )
-from ..errors import GatewayError, InvalidRequest, UpstreamError
+from ..errors import GatewayError, UpstreamError
+from . import comfyui_graph as graph
 from . import comfyui_wire as wire
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .http import HttpProvider, connection_error, poll_each
 from .limits import AccountLimiter
-from .selfhosted import content_type_of, dimensions, float_field, image_bytes, int_field, probe_get, seed_of, str_field
+from .selfhosted import content_type_of, image_bytes, probe_get
 
 HISTORY_WAIT_S = 5.0  # `executing: null` can come a moment before the history entry is written
 
@@ -125,55 +126,22 @@ class ComfyUIProvider(HttpProvider, StreamingProvider, PollingProvider):
     def _check(self, req: ImageRequest, ctx: CallContext) -> None:
         """What the route's workflow cannot take, refused before the job waits for a slot."""
         o: RouteOptions = self.route_options(ctx)
-        inputs = wire.BUILTIN_INPUTS if o.graph is None else o.inputs
-        if req.n > 1 and "n" not in inputs:
-            raise InvalidRequest(f"The model '{req.model}' runs a workflow that makes one image per request "
-                                 "(its route maps no `n` input).", param="n", code="invalid_value")
-        if req.operation == "edit" and "image" not in inputs:
-            raise InvalidRequest(f"The model '{req.model}' runs a workflow without an image input (map `image` "
-                                 "to a LoadImage node's input).", param="model", code="unsupported_operation")
-        if req.mask is not None and "mask" not in inputs:
-            raise InvalidRequest(f"The model '{req.model}' runs a workflow without a mask input.", param="mask",
-                                 code="unsupported_parameter")
+        graph.check(req, wire.BUILTIN_INPUTS if o.graph is None else o.inputs)
 
     async def _prompt(self, req: ImageRequest, ctx: CallContext) -> tuple[dict[str, Any], dict[str, Any]]:
         """The filled-in graph and what the result reports (seed, size)."""
         o: RouteOptions = self.route_options(ctx)
         builtin = o.graph is None
-        graph = wire.BUILTIN_GRAPH if o.graph is None else o.graph
-        inputs = wire.BUILTIN_INPUTS if builtin else o.inputs
-        x = req.extra
-        size = dimensions(req, None)
-        seed = seed_of(req)
-        values: dict[str, Any] = {
-            "prompt": req.prompt, "seed": seed, "n": req.n,
-            "negative_prompt": str_field(x.get("negative_prompt"), "negative_prompt") or o.negative_prompt,
-            "steps": int_field(x.get("steps"), "steps", 1, 1000) or o.steps,
-            "cfg": _first(float_field(x.get("cfg", x.get("cfg_scale")), "cfg", 0, 100), o.cfg),
-            "sampler_name": str_field(x.get("sampler_name"), "sampler_name") or o.sampler_name,
-            "scheduler": str_field(x.get("scheduler"), "scheduler") or o.scheduler,
-            "denoise": float_field(x.get("denoise", x.get("denoising_strength")), "denoise", 0, 1),
-        }
-        if size is not None:
-            values["width"], values["height"] = size
-        for field in inputs:  # anything else the route maps comes from the body's extra fields
-            if field not in values and field not in ("image", "mask", "checkpoint") and field in x:
-                values[field] = x[field]
+        inputs = wire.BUILTIN_INPUTS if o.graph is None else o.inputs
+        values = graph.values(req, o, inputs)
         if "checkpoint" in inputs:
             values["checkpoint"] = o.checkpoint or (await self._default_checkpoint(ctx) if builtin else None)
         if req.images:
             values["image"] = await self._upload(await image_bytes(req.images[0], ctx, "image"), ctx)
         if req.mask is not None:
             values["mask"] = await self._upload(await image_bytes(req.mask, ctx, "mask"), ctx)
-        filled = wire.fill(graph, inputs, values)
-        node, _, name = inputs.get("width", ".").partition(".")
-        w = filled.get(node, {}).get("inputs", {}).get(name)
-        node, _, name = inputs.get("height", ".").partition(".")
-        h = filled.get(node, {}).get("inputs", {}).get(name)
-        meta: dict[str, Any] = {"seed": seed}
-        if isinstance(w, int) and isinstance(h, int):
-            meta["size"] = f"{w}x{h}"
-        return filled, meta
+        filled = wire.fill(wire.BUILTIN_GRAPH if o.graph is None else o.graph, inputs, values)
+        return filled, graph.meta_of(filled, inputs, values["seed"])
 
     async def _default_checkpoint(self, ctx: CallContext) -> str:
         if self._checkpoint is None:
@@ -357,9 +325,7 @@ class ComfyUIProvider(HttpProvider, StreamingProvider, PollingProvider):
         if entry is not None:
             self._release(hid, pid)
             return await self._outcome(entry, h, ctx)
-        queue = await self._get_json("/queue", ctx)
-        running = [i[1] for i in (queue or {}).get("queue_running") or () if isinstance(i, list) and len(i) > 1]
-        waiting = [i[1] for i in (queue or {}).get("queue_pending") or () if isinstance(i, list) and len(i) > 1]
+        running, waiting = wire.queue_ids(await self._get_json("/queue", ctx))
         if pid in running or pid in waiting:
             self._missing.pop(pid, None)
             return Progress(50 if pid in running else 0, status="in_progress" if pid in running else "queued")
@@ -387,12 +353,7 @@ class ComfyUIProvider(HttpProvider, StreamingProvider, PollingProvider):
         """Out of the queue if it waits; interrupted if it is the one running. Best effort."""
         with contextlib.suppress(GatewayError):
             await self.call(self.base_url + "/queue", ctx, json={"delete": [pid]}, headers=self._headers(ctx))
-            queue = await self._get_json("/queue", ctx)
-            running = [i[1] for i in (queue or {}).get("queue_running") or () if isinstance(i, list) and len(i) > 1]
+            running, _ = wire.queue_ids(await self._get_json("/queue", ctx))
             if pid in running:
                 await self.call(self.base_url + "/interrupt", ctx, json={}, headers=self._headers(ctx))
-
-
-def _first(value: float | None, default: float | None) -> float | None:
-    return default if value is None else value
 

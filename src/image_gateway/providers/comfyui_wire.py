@@ -110,6 +110,15 @@ def checkpoints_of(data: Any) -> list[str]:
     return []
 
 
+def queue_ids(queue: Any) -> tuple[list[str], list[str]]:
+    """GET /queue's running and pending prompt ids (items are [number, prompt_id, prompt, extra, outputs])."""
+    def ids(key: str) -> list[str]:
+        items = queue.get(key) if isinstance(queue, dict) else None
+        return [str(i[1]) for i in items or () if isinstance(i, list) and len(i) > 1]
+
+    return ids("queue_running"), ids("queue_pending")
+
+
 def preview_of(frame: bytes) -> GeneratedImage | None:
     """A binary websocket frame: a preview image, or None for another binary event."""
     if len(frame) < 8:
