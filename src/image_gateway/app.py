@@ -53,6 +53,8 @@ def build_app(cfg: Config) -> RequestContext:
         lag = asyncio.create_task(metrics.sample_loop_lag())
         reloader.start()  # YAML file watcher + SIGHUP
         await rt.engine.start()  # open the task store, resume unfinished tasks
+        await rt.probe()  # self-hosted upstreams' readiness, then re-probed in the background
+        prober = asyncio.create_task(rt.probe_forever())
         gc_tuning.tune(cfg.gc_gen0_threshold)  # last: everything long-lived exists now
         log.info("gateway ready", extra={"listen": f"{cfg.host}:{cfg.port}", "routes": len(cfg.routes),
                                          "usable_providers": rt.usable_providers()})
@@ -62,6 +64,7 @@ def build_app(cfg: Config) -> RequestContext:
             # uvicorn runs this after in-flight requests ended (or `--grace` ran out): sessions close last.
             sweeper.cancel()
             lag.cancel()
+            prober.cancel()
             await reloader.stop()
             await rt.close()
             idempotency.close()

@@ -9,6 +9,7 @@ import sys
 
 from .config import ConfigError, load_config
 from .config.describe import describe
+from .core.settings import Config
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -53,12 +54,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     for a, target in cfg.aliases.items():
         aliases.setdefault(target, []).append(a)
     width = max(len(r) for r in cfg.routes)
+    reachable = _probe_self_hosted(cfg)
     for r in cfg.routes.values():
         p = cfg.providers[r.provider]
         ready = "ready" if not p.adapter.capabilities.needs_key or p.api_key else "needs key"
+        if reachable.get(r.provider) is False:
+            ready = f"unreachable at {p.base_url}"
         extra = f" aliases={','.join(aliases[r.name])}" if r.name in aliases else ""
         print(f"{r.name:<{width}}  {r.provider:<10} upstream={r.upstream_model} [{ready}]{extra}")
     return 0
+
+
+def _probe_self_hosted(cfg: Config) -> dict[str, bool | None]:
+    """Each self-hosted provider's probe (ProviderBase.probe): provider name -> answers or not."""
+    import asyncio
+
+    from .providers.base import ProviderBase
+
+    async def run() -> dict[str, bool | None]:
+        adapters = {n: p.adapter(p) for n, p in cfg.providers.items() if p.adapter.probe is not ProviderBase.probe}
+        try:
+            answers = await asyncio.gather(*(a.probe() for a in adapters.values()))
+            return dict(zip(adapters, answers, strict=True))
+        finally:
+            for a in adapters.values():
+                await a.close()
+
+    return asyncio.run(run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

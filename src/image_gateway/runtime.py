@@ -19,6 +19,7 @@ from .providers.base import Provider
 from .providers.http import new_session
 from .routing.deployments import Pool
 from .routing.limits import Limiter
+from .routing.probes import probe_all, probe_forever
 from .routing.router import Router
 
 
@@ -62,8 +63,15 @@ class Runtime:
         return self.router.providers
 
     def usable_providers(self) -> list[str]:
-        """Providers with a key and at least one deployment not cooling down."""
+        """Providers with a key (or none needed), a deployment not cooling down, and reachable if probed."""
         return self.router.usable_providers()
+
+    async def probe(self) -> None:
+        """Readiness of the self-hosted upstreams now (start-up), before the background loop takes over."""
+        await probe_all(self.router.pool)
+
+    async def probe_forever(self) -> None:
+        await probe_forever(lambda: self.router.pool, self.cfg.probe_interval_s)
 
     async def close(self) -> None:
         await self.engine.close()

@@ -47,7 +47,8 @@ async def ready(request: Request) -> Response:
     status = 200 if usable else 503
     keys = _operator_keys(rt.cfg)
     if keys and _is_operator(request, keys):
-        body = encode({"status": "ready" if usable else "not_ready", "providers": usable})
+        body = encode({"status": "ready" if usable else "not_ready", "providers": usable,
+                       "unreachable": rt.router.unreachable_providers()})
     else:
         body = _READY if usable else _NOT_READY
     return Response(body, status_code=status, media_type="application/json")

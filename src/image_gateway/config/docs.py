@@ -94,6 +94,8 @@ def readme_routes() -> str:
             routes.append(text + (f" (alias {', '.join(f'`{a}`' for a in spec.aliases)})" if spec.aliases else ""))
         names = (cls.key_variable(), *cls.key_env_aliases, cls.base_url_variable(), *cls.option_envs)
         env = ", ".join(f"`{v}`" for v in names) if cls.capabilities.needs_key else "– (no key)"
+        if not cls.capabilities.needs_key and not cls.default_base_url.startswith("local://"):  # self-hosted
+            env = f"`{cls.base_url_variable()}`, optional `{cls.key_variable()}`"
         out.append(f"| `{name}` | {_cell(_summary(cls))} | {', '.join(routes)} | {env} |")
     return "\n".join(out)
 

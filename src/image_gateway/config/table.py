@@ -75,6 +75,8 @@ SETTINGS: tuple[Setting, ...] = (
       "Seconds a job may run before it fails with 504 timeout (per route: `deadline_s`)."),
     S("sse_keepalive_s", "SSE_KEEPALIVE_S", "server.sse_keepalive_s", "float",
       "Streams (images, chat, task events): an SSE keep-alive comment after this many quiet seconds."),
+    S("probe_interval_s", "PROBE_INTERVAL_S", "server.probe_interval_s", "float",
+      "Seconds between readiness probes of self-hosted upstreams (ComfyUI, A1111), in the background."),
     S("log_level", "LOG_LEVEL", "server.log_level", "upper", "Log level of the JSON logs on stderr."),
     S("access_log", "ACCESS_LOG", "server.access_log", "bool", "One JSON access line per request."),
     S("gc_gen0_threshold", "GC_GEN0_THRESHOLD", "server.gc_gen0_threshold", "int",
@@ -186,8 +188,8 @@ def provider_settings(name: str, cls: Any) -> tuple[Setting, ...]:
 
 
 def all_settings() -> Iterator[Setting]:
-    """Every row, providers' included (keyless providers have nothing to configure)."""
+    """Every row, providers' included (a local keyless one, the demo, has nothing to configure)."""
     yield from SETTINGS
     for name, cls in PROVIDER_CLASSES.items():
-        if cls.capabilities.needs_key:
+        if cls.capabilities.needs_key or not cls.default_base_url.startswith("local://"):  # self-hosted: a URL
             yield from provider_settings(name, cls)

@@ -159,6 +159,7 @@ class Config:
     download_timeout_s: float = 60.0
     job_deadline_s: float = 600.0
     sse_keepalive_s: float = 10.0  # streams: an SSE comment whenever nothing else was sent this long
+    probe_interval_s: float = 5.0  # self-hosted upstreams (ComfyUI, A1111): readiness probed this often
     default_model: str = "demo"  # used when a request names no model
     cors_origins: tuple[str, ...] = ("*",)
     log_level: str = "INFO"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -121,6 +122,13 @@ class ProviderBase:
             self._route_opts.clear()
         self._route_opts[id(m)] = (m, value)  # (holding `m` keeps its id from being reused)
         return value
+
+    @classmethod
+    def check_route_options(cls, options: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        """A load-time check beyond the option types (a file an option names, relative to `base_dir`, the
+        config file's folder): the options to keep, or ValueError saying what is wrong. Runs at every
+        load and reload, so a changed file is picked up then."""
+        return options
 
     async def probe(self) -> bool | None:
         """Whether the upstream answers now, for upstreams that need no key (self-hosted ComfyUI,

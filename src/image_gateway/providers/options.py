@@ -108,4 +108,9 @@ def route_options(path: Path | None, route: Any, cls: type[ProviderBase]) -> dic
     `route` is a config Route (name, options, deployments)."""
     for d in route.deployments:
         deployment_options(path, route.name, d.label, cls, d.options)
-    return _both(GatewayRouteOptions, cls.RouteOptions, route.options, _where(path, f"route {route.name}"))
+    where = _where(path, f"route {route.name}")
+    checked = _both(GatewayRouteOptions, cls.RouteOptions, route.options, where)
+    try:
+        return cls.check_route_options(checked, path.parent if path else Path.cwd())
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None

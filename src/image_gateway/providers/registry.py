@@ -12,9 +12,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import (
+    a1111,
     ark,
     azure,
     bfl,
+    comfyui,
     dashscope,
     demo,
     fal,
@@ -45,6 +47,8 @@ PROVIDER_CLASSES: dict[str, type[ProviderBase]] = {
     "bfl": bfl.BflProvider,
     "replicate": replicate.ReplicateProvider,
     "fal": fal.FalProvider,
+    "a1111": a1111.A1111Provider,
+    "comfyui": comfyui.ComfyUIProvider,
 }
 _MODES = (SyncProvider, StreamingProvider, PollingProvider)
 

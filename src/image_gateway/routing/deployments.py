@@ -31,6 +31,7 @@ class Endpoint:
     settings: ProviderSettings
     provider: Provider
     inflight: int = 0  # attempts running on it right now (least-busy balancing)
+    reachable: bool | None = None  # its adapter's last probe (routing/probes.py); None: not probed
 
 
 @dataclass(eq=False)

@@ -115,19 +115,25 @@ class Router:
             raise err
 
     def usable_providers(self) -> list[str]:
-        """Providers with a key (or needing none) and at least one deployment not cooling down."""
+        """Providers with a key (or needing none) and at least one deployment not cooling down (nor, for a
+        self-hosted one, unreachable at its last probe)."""
         now = time.monotonic()  # asyncio's default clock, and uvloop's
         out = []
         for name, ep in self.pool.default.items():
             deps = [d for d in self.pool.all_deployments() if d.provider_name == name]
             needs_key = ep.provider.capabilities.needs_key
             if deps:
-                ok = any((not needs_key or d.endpoint.settings.api_key) and d.health.in_service(now) for d in deps)
+                ok = any((not needs_key or d.endpoint.settings.api_key) and d.health.in_service(now)
+                         and d.endpoint.reachable is not False for d in deps)
             else:
-                ok = not needs_key or bool(ep.settings.api_key)
+                ok = (not needs_key or bool(ep.settings.api_key)) and ep.reachable is not False
             if ok:
                 out.append(name)
         return out
+
+    def unreachable_providers(self) -> list[str]:
+        """Self-hosted providers with an endpoint that failed its last readiness probe (routing/probes.py)."""
+        return sorted({ep.settings.name for ep in self.pool.endpoints if ep.reachable is False})
 
     def provider_of(self, route: Route) -> Provider:
         return self.pool.deployments(route)[0].endpoint.provider

@@ -110,7 +110,9 @@ class Health(msgspec.Struct):
 
 class Ready(msgspec.Struct):
     status: str
-    providers: list[str] = msgspec.field(default_factory=list)  # only for the metrics or admin key
+    # For the metrics or admin key only: usable providers, and self-hosted ones failing their probe.
+    providers: list[str] = []
+    unreachable: list[str] = []
 
 
 class Reloaded(msgspec.Struct):
