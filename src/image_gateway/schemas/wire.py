@@ -108,9 +108,15 @@ class Health(msgspec.Struct):
     instance: str
 
 
+class ImageStoreState(msgspec.Struct):
+    kind: str  # "s3"
+    ok: bool  # the bucket answered (checked at most every 10 s)
+
+
 class Ready(msgspec.Struct):
     status: str
-    providers: list[str]
+    providers: list[str] = msgspec.field(default_factory=list)  # (operators only, like image_store)
+    image_store: ImageStoreState | None = None  # with IMAGE_STORE=s3 (operators only)
 
 
 class Reloaded(msgspec.Struct):
