@@ -71,9 +71,12 @@ class S3Server:
     access_key = "testing-access-key"
     secret_key = "testing-secret-key"
 
-    def __init__(self, workdir: Path, bucket: str = "gateway-images") -> None:
+    def __init__(self, workdir: Path, bucket: str = "gateway-images", auth_after: int | None = None) -> None:
+        """`auth_after`: moto checks signatures after that many requests (INITIAL_NO_AUTH_ACTION_COUNT),
+        so every key but its own is refused (403 InvalidAccessKeyId) once the bucket exists."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.auth_after = auth_after
         self.port = free_port()
         self.bucket = bucket
         self.proc: subprocess.Popen[bytes] | None = None
@@ -91,6 +94,8 @@ class S3Server:
     def start(self) -> S3Server:
         exe = Path(sys.executable).with_name("moto_server")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        if self.auth_after is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.auth_after)
         log = open(self.workdir / "moto.log", "ab")
         self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
                                      stderr=subprocess.STDOUT, env=env)
@@ -108,9 +113,18 @@ class S3Server:
         return re.findall(r"<Key>([^<]+)</Key>", r.text)
 
     def get(self, key: str) -> bytes:
-        r = httpx.get(f"{self.endpoint}/{self.bucket}/{key}", timeout=10)
-        r.raise_for_status()
-        return r.content
+        return self.get_object(key)[0]
+
+    def get_object(self, key: str) -> tuple[bytes, dict[str, str]]:
+        """An object's bytes and attributes (Content-Type, Cache-Control, user metadata), read signed
+        with moto's own key: objects the gateway put are private, so an unsigned GET is refused."""
+        import obstore
+        from obstore.store import S3Store
+
+        store = S3Store(self.bucket, endpoint=self.endpoint, region="us-east-1", access_key_id=self.access_key,
+                        secret_access_key=self.secret_key, client_options={"allow_http": True})
+        got = obstore.get(store, key)
+        return bytes(got.bytes()), dict(got.attributes)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -49,7 +49,7 @@ def build_app(cfg: Config) -> RequestContext:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt.store.ensure()
-        sweeper = asyncio.create_task(rt.store.sweep_forever())
+        sweeper = asyncio.create_task(rt.sweeper.forever())
         lag = asyncio.create_task(metrics.sample_loop_lag())
         reloader.start()  # YAML file watcher + SIGHUP
         await rt.engine.start()  # open the task store, resume unfinished tasks

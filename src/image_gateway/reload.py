@@ -29,7 +29,8 @@ from .runtime import Runtime
 
 log = logging.getLogger("image_gateway.reload")
 _RESTART_ONLY = ("host", "port", "data_dir", "cors_origins", "log_level", "access_log", "image_ttl_s",
-                 "max_body_bytes", "download_max_bytes", "download_timeout_s", "public_base_url")
+                 "max_body_bytes", "download_max_bytes", "download_timeout_s", "public_base_url",
+                 "image_store", "s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_public_base_url")
 
 
 class Reloader:

@@ -14,13 +14,23 @@ from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
 from .media.egress import policy_for
-from .media.store import LocalImageStore
+from .media.s3_store import S3ImageStore
+from .media.store import ImageStore, LocalImageStore
+from .media.sweeper import Sweeper
 from .providers.base import Provider
 from .providers.http import new_session
 from .routing.deployments import Pool
 from .routing.limits import Limiter
 from .routing.probes import probe_all, probe_forever
 from .routing.router import Router
+from .state.redis import connect
+
+
+def image_store_for(cfg: Config) -> ImageStore:
+    if cfg.image_store == "s3" and cfg.s3_bucket:
+        return S3ImageStore(cfg.s3_bucket, cfg.s3_prefix, cfg.image_ttl_s, endpoint_url=cfg.s3_endpoint_url,
+                            region=cfg.s3_region, public_base=cfg.s3_public_base_url)
+    return LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
 
 
 class Runtime:
@@ -39,7 +49,10 @@ class Runtime:
         self.router = Router(cfg, Pool(cfg), self.engine)
         self.generation = 0  # config swaps since start
         self.limiter = Limiter()
-        self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
+        self.store = image_store_for(cfg)
+        # (a shared bucket is swept by one process at a time, under a Redis lock when REDIS_URL is set)
+        self._sweep_redis = connect(cfg.redis_url) if cfg.redis_url and self.store.shared else None
+        self.sweeper = Sweeper(self.store, self._sweep_redis, instance=cfg.instance)
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
         self.deliverer = Deliverer(self.store, self.download_session, cfg.download_max_bytes, cfg.download_timeout_s)
@@ -74,6 +87,10 @@ class Runtime:
         await probe_forever(lambda: self.router.pool, self.cfg.probe_interval_s)
 
     async def close(self) -> None:
+        await self.sweeper.release()
+        if self._sweep_redis is not None:
+            await self._sweep_redis.aclose()
+        await self.store.close()
         await self.engine.close()
         await self.router.pool.close()
         if self._download is not None:

@@ -12,12 +12,11 @@ import hmac
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from .. import metrics
 from ..core.settings import Config
 from ..errors import AuthError
-from ..media.convert import CONTENT_TYPES
 from ..runtime import Runtime
 from ..schemas.responses import encode
 from .auth import bearer
@@ -44,13 +43,18 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     usable = rt.usable_providers()
-    status = 200 if usable else 503
+    store_ok = await rt.store.check()  # (IMAGE_STORE=s3: the bucket answers; local: always)
+    ok = bool(usable) and store_ok
+    status = 200 if ok else 503
     keys = _operator_keys(rt.cfg)
     if keys and _is_operator(request, keys):
-        body = encode({"status": "ready" if usable else "not_ready", "providers": usable,
-                       "unreachable": rt.router.unreachable_providers()})
+        out: dict[str, object] = {"status": "ready" if ok else "not_ready", "providers": usable,
+                                  "unreachable": rt.router.unreachable_providers()}
+        if rt.store.shared:
+            out["image_store"] = {"kind": rt.cfg.image_store, "ok": store_ok}
+        body = encode(out)
     else:
-        body = _READY if usable else _NOT_READY
+        body = _READY if ok else _NOT_READY
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -65,11 +69,14 @@ async def metrics_page(request: Request) -> Response:
 
 async def hosted_image(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
-    name = request.path_params["name"]
-    path = rt.store.path(name)
-    if path is None:
+    found = await rt.store.open(request.path_params["name"])  # (a bucket failure: 503/502, OpenAI-shaped)
+    if found is None:
         return Response(error_body("Image not found or expired.", "invalid_request_error", "image_not_found"),
                         status_code=404, media_type="application/json")
-    ext = name.rsplit(".", 1)[-1]
-    return FileResponse(path, media_type=CONTENT_TYPES.get(ext, "application/octet-stream"),
-                        headers={"Cache-Control": "public, max-age=3600, immutable"})
+    headers = {"Cache-Control": found.cache_control}
+    if found.path is not None:
+        return FileResponse(found.path, media_type=found.content_type, headers=headers)
+    if found.size is not None:
+        headers["Content-Length"] = str(found.size)
+    assert found.chunks is not None
+    return StreamingResponse(found.chunks, media_type=found.content_type, headers=headers)

@@ -13,7 +13,7 @@ from ..core.types import GeneratedImage
 from .convert import convert_bytes
 from .fetch import fetch_image
 from .session import new_session
-from .store import LocalImageStore
+from .store import ImageStore
 
 
 @dataclass(slots=True)  # read-only by convention (one per request; a frozen __init__ costs ~3x)
@@ -26,7 +26,7 @@ class Delivery:
 
 
 class Deliverer:
-    def __init__(self, store: LocalImageStore, session_factory: Any, max_bytes: int, timeout_s: float) -> None:
+    def __init__(self, store: ImageStore, session_factory: Any, max_bytes: int, timeout_s: float) -> None:
         self.store = store
         self._session_factory = session_factory
         self.max_bytes = max_bytes
@@ -47,8 +47,9 @@ class Deliverer:
         if d.response_format == "b64_json":
             out["b64_json"] = base64.b64encode(data).decode() if data is not None else img.b64
         elif data is not None:
-            name = await asyncio.to_thread(self.store.save, data, d.output_format)
-            out["url"] = f"{d.base_url}/images/{name}"
+            name = await self.store.put(data, d.output_format)
+            base = self.store.public_base
+            out["url"] = f"{base}/{name}" if base else f"{d.base_url}/images/{name}"
         else:
             out["url"] = img.url
         if img.revised_prompt:

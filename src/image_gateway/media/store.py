@@ -1,4 +1,10 @@
-"""Local image store: files the gateway hosts itself, served at /images/<name>, expired by TTL."""
+"""Where the images the gateway hosts itself live: the interface, and the local directory behind it.
+
+The gateway hosts an image when the caller asked for a URL but the upstream gave bytes (or a URL
+that expires). `ImageStore` is what media/deliver.py saves into and what GET /images/<name> reads
+from; LocalImageStore (here, DATA_DIR/images, the default) and S3ImageStore (media/s3_store.py, a
+bucket every gateway process shares) implement it. Both drop what is older than IMAGE_TTL_S.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,65 @@ import asyncio
 import os
 import secrets
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from .convert import sniff_format
+from .convert import CONTENT_TYPES, sniff_format
+
+CACHE_CONTROL = "public, max-age=3600, immutable"
+
+
+def new_name(data: bytes, ext: str | None) -> str:
+    """An unguessable public name with the image's extension."""
+    return f"{secrets.token_urlsafe(18)}.{ext or sniff_format(data) or 'png'}"
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+
+
+@dataclass(slots=True)
+class Hosted:
+    """A hosted image found for GET /images/<name>: a local file, or a body streamed from a bucket."""
+
+    content_type: str
+    cache_control: str = CACHE_CONTROL
+    path: Path | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    size: int | None = None
+
+
+class ImageStore(Protocol):
+    # URLs of hosted images are `{public_base}/{name}` when set, else `{gateway origin}/images/{name}`.
+    public_base: str | None
+    # Whether several processes share this store (then one at a time sweeps it: media/sweeper.py).
+    shared: bool
+    ttl_s: float
+
+    def ensure(self) -> None:
+        """Called once at start-up, before the first save."""
+
+    async def put(self, data: bytes, ext: str | None = None) -> str:
+        """Store the bytes under a new unguessable name and return the name; never blocks the loop."""
+
+    async def open(self, name: str) -> Hosted | None:
+        """The image for a public name, or None when unknown, expired or not a plain name."""
+
+    async def sweep(self) -> int:
+        """Delete what is older than the TTL; returns how many went."""
+
+    async def check(self) -> bool:
+        """For /ready: whether the store can be used now."""
+
+    async def close(self) -> None: ...
 
 
 class LocalImageStore:
+    public_base: str | None = None
+    shared = False  # one directory per machine: every process sweeps its own
+
     def __init__(self, root: Path, ttl_s: float) -> None:
         self.root = root
         self.ttl_s = ttl_s
@@ -19,10 +78,12 @@ class LocalImageStore:
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
+    async def put(self, data: bytes, ext: str | None = None) -> str:
+        return await asyncio.to_thread(self.save, data, ext)
+
     def save(self, data: bytes, ext: str | None = None) -> str:
         """Write the bytes under an unguessable name; return that name."""
-        ext = ext or sniff_format(data) or "png"
-        name = f"{secrets.token_urlsafe(18)}.{ext}"
+        name = new_name(data, ext)
         tmp = self.root / f".{name}.tmp"
         try:
             tmp.write_bytes(data)
@@ -31,6 +92,10 @@ class LocalImageStore:
             tmp.write_bytes(data)
         os.replace(tmp, self.root / name)  # readers never see a half-written file
         return name
+
+    async def open(self, name: str) -> Hosted | None:
+        path = self.path(name)
+        return None if path is None else Hosted(content_type(name), path=path)
 
     def path(self, name: str) -> Path | None:
         """The file for a public name, or None when unknown, expired or not a plain name."""
@@ -45,7 +110,10 @@ class LocalImageStore:
             return None
         return p
 
-    def sweep(self) -> int:
+    async def sweep(self) -> int:
+        return await asyncio.to_thread(self.sweep_files)
+
+    def sweep_files(self) -> int:
         """Delete expired files; returns how many went."""
         cutoff = time.time() - self.ttl_s
         gone = 0
@@ -62,7 +130,8 @@ class LocalImageStore:
                 continue
         return gone
 
-    async def sweep_forever(self, every_s: float = 600.0) -> None:
-        while True:
-            await asyncio.to_thread(self.sweep)
-            await asyncio.sleep(min(every_s, max(1.0, self.ttl_s / 4)))
+    async def check(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

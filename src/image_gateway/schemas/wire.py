@@ -108,11 +108,17 @@ class Health(msgspec.Struct):
     instance: str
 
 
+class ImageStoreState(msgspec.Struct):
+    kind: str  # "s3"
+    ok: bool  # the bucket answered (checked at most every 10 s)
+
+
 class Ready(msgspec.Struct):
     status: str
-    # For the metrics or admin key only: usable providers, and self-hosted ones failing their probe.
-    providers: list[str] = []
-    unreachable: list[str] = []
+    # For the metrics or admin key only: usable providers, self-hosted ones failing their probe, the bucket.
+    providers: list[str] = msgspec.field(default_factory=list)
+    unreachable: list[str] = msgspec.field(default_factory=list)
+    image_store: ImageStoreState | None = None  # with IMAGE_STORE=s3
 
 
 class Reloaded(msgspec.Struct):
