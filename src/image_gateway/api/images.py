@@ -1,4 +1,11 @@
-"""POST /v1/images/generations, /edits, /variations: OpenAI's wire shapes, one code path."""
+"""POST /v1/images/generations, /edits, /variations: OpenAI's wire shapes, one code path.
+
+The answer's form: the caller's `response_format`, always; without one, the route's
+`default_response_format`, else DEFAULT_RESPONSE_FORMAT (shipped: `both`, url and b64_json in each
+entry, so that every client reads something). Returned URLs are on the gateway's own origin
+(PUBLIC_BASE_URL, else the request's): upstream URLs are downloaded and hosted unless the generic
+`rehost` option (route, deployment or provider) is false.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..core.settings import Route
+from ..core.settings import Config, Route
 from ..core.types import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..engine.jobs import Job
 from ..errors import GatewayError, InvalidRequest
@@ -115,16 +122,67 @@ async def check_caller_urls(rt: Runtime, req: ImageRequest) -> None:
         await check_param(policy, [hook], "webhook_url")
 
 
+def answer_format(cfg: Config, route: Route, req: ImageRequest) -> str:
+    """What the answer holds: the caller's response_format › the route's default › the server's."""
+    return req.response_format or route.options.get("default_response_format") or cfg.default_response_format
+
+
+def rehosts(cfg: Config, route: Route, deployment: str | None = None) -> bool:
+    """Whether upstream URLs are hosted on the gateway: the `rehost` option of the route, else of
+    the deployment that served, else of its provider; on when none sets it (core/options.py)."""
+    opt = route.options.get("rehost")
+    if opt is None and deployment is not None and route.deployments:
+        dep = next((d for d in route.deployments if d.label == deployment), None)
+        opt = dep.options.get("rehost") if dep is not None else None
+    if opt is None:
+        provider = cfg.providers.get(route.provider)
+        opt = provider.options.get("rehost") if provider is not None else None
+    return opt is not False
+
+
+def served_rehost(rt: Runtime, state: dict[str, Any], route: Route) -> bool:
+    """`rehosts` for the route and deployment that actually served (a fallback's own option applies)."""
+    served = rt.cfg.routes.get(state.get("route", ""), route)
+    return rehosts(rt.cfg, served, state.get("deployment"))
+
+
+def upstream_format(fmt: str, rehost: bool) -> str | None:
+    """What to ask an upstream that takes response_format: base64 whenever the gateway needs the
+    bytes anyway (to give base64, or to host the image), which saves downloading a URL answer."""
+    if fmt == "native":
+        return None
+    return "url" if fmt == "url" and not rehost else "b64_json"
+
+
+_BASES: dict[tuple[Any, ...], str] = {}
+
+
+def base_url(rt: Runtime, request: Request) -> str:
+    """PUBLIC_BASE_URL, else this request's base (cached per scheme, Host and root path: Starlette
+    parses a URL each time, and `both` needs it on every request)."""
+    if rt.cfg.public_base_url:
+        return rt.cfg.public_base_url
+    scope = request.scope
+    host = next((v for k, v in scope["headers"] if k == b"host"), None)
+    server = scope.get("server")  # (a tuple from uvicorn; some ASGI servers give a list)
+    key = (scope.get("scheme"), host, tuple(server) if server else None, scope.get("root_path"))
+    base = _BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+        if len(_BASES) < 256:  # callers choose the Host header: bounded
+            _BASES[key] = base
+    return base
+
+
 def delivery_for(request: Request | str, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
-                 stream: bool = False, response_format: str | None = None) -> Delivery:
+                 stream: bool = False, response_format: str = "both", rehost: bool = True) -> Delivery:
     """`request`: the request, or (for a task rendered after its request ended) the base URL it came in on."""
     native = result_meta.get("output_format")
     convert = req.output_format if req.output_format and native != req.output_format else None
-    fmt = "b64_json" if stream else (response_format or req.response_format or "")
-    rehost = bool(result_meta.get("rehost"))  # e.g. GrsAi URLs expire after 2 h
+    fmt = "b64_json" if stream else response_format
     base = ""
-    if fmt != "b64_json" or rehost:  # only URL answers need it (building it costs more than the rest)
-        base = request if isinstance(request, str) else rt.cfg.public_base_url or str(request.base_url).rstrip("/")
+    if fmt != "b64_json":  # only answers with URLs need it
+        base = request if isinstance(request, str) else base_url(rt, request)
     return Delivery(fmt, convert, req.output_compression if convert else None, base, rehost=rehost)
 
 
@@ -142,12 +200,15 @@ def served_headers(state: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
+async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult,
+                 fmt: str | None = None, rehost: bool = True) -> dict[str, Any]:
+    """The ImagesResponse in form `fmt` (see answer_format; "native" = the form the upstream gave)."""
     if result.rendered is not None:  # an async task's result: the engine rendered it once, when it ended
         return result.rendered
-    # Caller did not ask: give what the upstream gave (no conversion cost).
-    fmt = req.response_format or ("b64_json" if result.images[0].b64 is not None else "url")
-    d = delivery_for(request, rt, req, result.meta, response_format=fmt)
+    fmt = fmt or req.response_format or "both"
+    if fmt == "native":
+        fmt = "b64_json" if result.images[0].b64 is not None else "url"
+    d = delivery_for(request, rt, req, result.meta, response_format=fmt, rehost=rehost)
     data = await rt.deliverer.all(result.images, d)
     meta = dict(result.meta)
     if d.output_format:
@@ -172,7 +233,13 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
     _served(request, route)
     # Ratio from the prompt and LLM enhancement, when the request or route asks (`enhance`, `parse_ratio`).
     plan = await pipeline.for_route(rt, route, req, enhance_default=False, parse_default=False)
+    fmt = answer_format(rt.cfg, route, req)
+    rehost = rehosts(rt.cfg, route)
     job = jobs.begin(request, rt, route, req)  # every request is a job; some become tasks (api/jobs.py)
+    job.delivery["response_format"] = fmt
+    if not rehost:
+        job.delivery["rehost"] = False
+    req.response_format = "b64_json" if req.stream else upstream_format(fmt, rehost)
     if job.detached:
         return await jobs.start(request, rt, route, req, keys, job)
     if req.stream:
@@ -188,7 +255,7 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
         headers["X-Gateway-Task-Id"] = job.id
     if plan is not None:
         plan.annotate(result)
-    body = await finish(request, rt, req, result)
+    body = await finish(request, rt, req, result, fmt, served_rehost(rt, state, route))
     return JSONBytes(encode(body), 200, headers)
 
 

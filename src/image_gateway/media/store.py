@@ -20,16 +20,29 @@ class LocalImageStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def save(self, data: bytes, ext: str | None = None) -> str:
-        """Write the bytes under an unguessable name; return that name."""
+        """Write the bytes under an unguessable name (144 random bits); return that name.
+
+        Written in place, not through a temporary file and a rename: nobody can ask for the name
+        before it is returned, so no reader sees a half-written file, and O_EXCL makes the name
+        this image's alone (one file creation instead of two: under the default `both` this runs
+        for every image, and creating a file is most of its cost)."""
         ext = ext or sniff_format(data) or "png"
         name = f"{secrets.token_urlsafe(18)}.{ext}"
-        tmp = self.root / f".{name}.tmp"
+        path = os.path.join(self.root, name)
         try:
-            tmp.write_bytes(data)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:  # the folder was removed while the gateway runs: make it again
             self.ensure()
-            tmp.write_bytes(data)
-        os.replace(tmp, self.root / name)  # readers never see a half-written file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
         return name
 
     def path(self, name: str) -> Path | None:
