@@ -8,7 +8,6 @@ import io
 import time
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 from PIL import Image

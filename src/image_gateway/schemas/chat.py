@@ -35,10 +35,13 @@ class Message(msgspec.Struct):
     images: list[ContentPart] | None = None  # OpenRouter's assistant images, as some clients send them back
 
 
+_RATIO = r"^\s*[1-9][0-9]{0,5}\s*[:：]\s*[1-9][0-9]{0,5}\s*$"
+
+
 class ImageConfig(msgspec.Struct):
     """OpenRouter's `image_config`."""
 
-    aspect_ratio: Annotated[str, Meta(pattern=r"^\s*[1-9][0-9]{0,5}\s*[:：]\s*[1-9][0-9]{0,5}\s*$")] | None = None  # "16:9"
+    aspect_ratio: Annotated[str, Meta(pattern=_RATIO)] | None = None  # "16:9" (also "16：9")
     image_size: str | None = None
 
 
