@@ -48,7 +48,8 @@ from . import sse
 from .auth import authenticate
 from .body import decode_json_object, read_body
 from .chat_format import Chunks, completion, image_parts, labels, markdown, usage_of
-from .images import base_url, build_request, delivery_for, rehosts, served_headers, served_rehost, upstream_format
+from .delivery import base_url, delivery_for, rehosts, served_rehost, upstream_format
+from .images import build_request, served_headers
 
 log = logging.getLogger("image_gateway.chat")
 MAX_REFERENCE_IMAGES = 16
