@@ -32,6 +32,7 @@ routes:
   - {name: demo-native, provider: demo, upstream_model: demo, default_response_format: native}
   - {name: dalle-direct, provider: openai, upstream_model: dall-e-3, rehost: false}
   - {name: mj-v6-up, provider: midjourney, upstream_model: "--v 6.1", upscale: true}
+  - {name: z-direct, provider: zimage, upstream_model: Z-Image, deployments: [{name: site, rehost: false}]}
 """
 
 
@@ -144,6 +145,11 @@ def test_a_route_can_pass_the_upstream_url_through(st: Stack) -> None:
     (item,) = gen(st, model="dalle-direct", prompt="a paper boat", response_format="url")["data"]
     assert not st.is_own(item["url"]) and item["url"].startswith(st.ups["openai"].url + "/files/")
     assert st.last("openai", "/images/generations").json["response_format"] == "url"
+
+
+def test_a_deployment_can_pass_the_upstream_url_through(st: Stack) -> None:
+    (item,) = gen(st, model="z-direct", prompt="a paper boat", response_format="url")["data"]
+    assert item["url"].startswith(st.ups["sd"].url + "/"), item["url"]
 
 
 def test_a_provider_can_pass_its_upstream_urls_through(tmp_path: Path) -> None:
