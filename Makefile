@@ -41,6 +41,8 @@ lint: $(TSTAMP)
 test: $(TSTAMP) lint
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)  # the browser tests (Debian's)
 	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)  # the scale-out tests (Debian's)
+	command -v npm >/dev/null || (apt-get update && apt-get install -y nodejs npm)  # the JavaScript client tests
+	[ tests/clients/node/node_modules/.package-lock.json -nt tests/clients/node/package-lock.json ] || npm ci --prefix tests/clients/node --no-audit --no-fund --loglevel=error
 	$(BIN)/pytest -n auto --dist loadfile
 
 bench: $(TSTAMP)

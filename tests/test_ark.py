@@ -65,7 +65,7 @@ def test_seedream_4_body_size_fit_and_rehosted_url(gw: InProcessGateway, up: Ark
                                                         size="1024x1536", extra_body={"seed": 7})
     res = raw.parse()
     (body,) = sent(up)
-    assert body == {"model": "doubao-seedream-4-0-250828", "prompt": "a red fox", "response_format": "url",
+    assert body == {"model": "doubao-seedream-4-0-250828", "prompt": "a red fox", "response_format": "b64_json",
                     "size": "1024x1536", "seed": 7, "watermark": False, "sequential_image_generation": "disabled"}
     assert up.requests[0].headers["authorization"] == f"Bearer {KEY}"
     assert raw.headers["x-gateway-size"] == "1024x1536" and res.size == "1024x1536"
@@ -113,7 +113,8 @@ def test_watermark_route_option_and_rehost_off(gw: InProcessGateway, up: ArkStat
     c = gw.openai()
     c.images.generate(model="seedream-marked", prompt="a")
     assert sent(up)[0]["watermark"] is True
-    res = c.images.generate(model="seedream-direct", prompt="b")
+    res = c.images.generate(model="seedream-direct", prompt="b", response_format="url")
+    assert sent(up)[1]["response_format"] == "url"
     assert res.data and res.data[0].url and res.data[0].url.startswith(server.url + "/files/")
 
 

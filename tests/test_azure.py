@@ -62,8 +62,10 @@ def test_a_route_names_its_deployment(gw: InProcessGateway, az: FakeServer) -> N
     assert rec.path == "/openai/deployments/my-dalle/images/generations"
     assert rec.raw and rec.headers["api-key"] == KEY and "authorization" not in rec.headers
     assert rec.extra["deployment_model"] == "dall-e-3"
-    assert rec.json == {"prompt": "a castle", "n": 1, "size": "1792x1024", "response_format": "url",
-                        "quality": "hd"}  # no `model`: the deployment names it; no output_format for DALL·E
+    # No `model`: the deployment names it; no output_format for DALL·E; base64 asked, as the gateway hosts
+    # the image on its own origin either way (api/delivery.py upstream_format).
+    assert rec.json == {"prompt": "a castle", "n": 1, "size": "1792x1024", "response_format": "b64_json",
+                        "quality": "hd"}
     assert res.data and res.data[0].url and res.data[0].revised_prompt
     gw.assert_secret_absent(KEY)
 

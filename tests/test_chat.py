@@ -119,7 +119,7 @@ def test_sdk_chat_with_enhancement_answers_markdown(enh: GatewayProcess, ups: di
     assert res.choices[0].finish_reason == "stop" and res.choices[0].message.role == "assistant"
     content = res.choices[0].message.content or ""
     (alt, url), = IMG.findall(content)
-    assert url.startswith(ups["sd"].url + "/img/") and httpx.get(url).status_code == 200
+    assert url.startswith(gw.url + "/images/") and httpx.get(url).status_code == 200  # hosted, not sd.exacg.cc's
     assert f"**✨ Enhanced Prompt:**\n{st.reply_prompt}" in content
     assert "**📝 Original Input:**\n一只猫在看书" in content
     assert content.endswith("**🎨 Aspect Ratio:** 3:2\n**📐 Resolution:** 1920×1280")

@@ -121,7 +121,10 @@ def test_image_urls_of_the_fork_are_used_instead_of_splitting(gateway: GatewayFa
         gw = start_gateway(gateway, srv, new_key())
         res = client(gw).images.generate(model="mj-v7", prompt="tiles", n=3, response_format="url")
         (tid,) = imagine_ids(state)
-        assert [d.url for d in res.data or []] == [f"{srv.url}/mj/image/{tid}/0_{i}.png" for i in range(3)]
+        # Hosted copies (the fork's URLs are on the proxy's host): the same bytes as the fork's images.
+        assert all(d.url and d.url.startswith(gw.url + "/images/") for d in res.data or [])
+        assert [httpx.get(d.url or "").content for d in res.data or []] == [
+            httpx.get(f"{srv.url}/mj/image/{tid}/0_{i}.png").content for i in range(3)]
 
 
 def test_edit_sends_reference_images_as_base64_array(gateway: GatewayFactory) -> None:

@@ -8,7 +8,6 @@ import io
 import time
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 from PIL import Image
@@ -65,14 +64,16 @@ def test_the_size_the_upstream_made_is_echoed_and_in_x_gateway_size(gw_openai: W
     assert raw.parse().size == "1536x1024"
 
 
-def test_dalle3_style_and_url_passthrough(gw_openai: World) -> None:
+def test_dalle3_style_and_a_hosted_url(gw_openai: World) -> None:
     gw, client, state = gw_openai
     res = client.images.generate(model="dall-e-3", prompt="a castle", style="natural", quality="hd",
                                  response_format="url")
     sent = fake_openai.last_request(state).json
-    assert sent["style"] == "natural" and sent["quality"] == "hd" and sent["response_format"] == "url"
+    # The URL the caller gets is the gateway's own: DALL·E is asked for base64, which is then hosted.
+    assert sent["style"] == "natural" and sent["quality"] == "hd" and sent["response_format"] == "b64_json"
     assert res.data and res.data[0].url and res.data[0].revised_prompt
-    assert httpx.get(res.data[0].url).status_code == 200  # the upstream's own URL
+    assert res.data[0].url.startswith(gw.url + "/images/")
+    assert gw.http.get(res.data[0].url).status_code == 200
 
 
 def test_base64_upstream_hosted_as_url(gw_openai: World) -> None:

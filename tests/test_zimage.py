@@ -70,11 +70,13 @@ def bodies(sd: FakeServer) -> list[dict[str, Any]]:
     return [r.json for r in sd_state(sd).requests if r.path == fake_sd.GENERATE_PATH]
 
 
-def test_sdk_generate_sends_the_seed_body_and_returns_the_upstream_url(gw: GatewayProcess, sd: FakeServer) -> None:
+def test_sdk_generate_sends_the_seed_body_and_returns_a_hosted_copy(gw: GatewayProcess, sd: FakeServer) -> None:
     res = client(gw).images.generate(
         model="Z-Image", prompt="a red fox in snow", size="1536x1024",
         extra_body={"seed": 42, "cfg": 4.5, "steps": 12, "negative_prompt": "blurry"})
-    assert res.data and res.data[0].url and res.data[0].url.startswith(sd.url + "/img/")
+    # The upstream's URL is downloaded once and hosted: the answer's URL is the gateway's own.
+    assert res.data and res.data[0].url and res.data[0].url.startswith(gw.url + "/images/")
+    assert res.data[0].b64_json and base64.b64decode(res.data[0].b64_json) == httpx.get(res.data[0].url).content
     assert res.size == "1536x1024"
     (body,) = bodies(sd)
     assert body == {"prompt": "a red fox in snow", "width": 1536, "height": 1024, "steps": 12, "cfg": 4.5,
@@ -137,6 +139,7 @@ def test_model_index_and_defaults_per_route(gateway: GatewayFactory, sd: FakeSer
 routes:
   - name: Z-Image
     model_index: 4
+    rehost: false
   - name: zimage-anime
     provider: zimage
     upstream_model: anime

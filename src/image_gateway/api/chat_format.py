@@ -74,11 +74,17 @@ def usage_of(result: ProviderResult | None) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def completion(cid: str, created: int, model: str, content: str, usage: dict[str, int]) -> dict[str, Any]:
+def image_parts(urls: list[str]) -> list[dict[str, Any]]:
+    """OpenRouter's `message.images` (LobeChat and others read it before the Markdown)."""
+    return [{"type": "image_url", "image_url": {"url": u}, "index": i} for i, u in enumerate(urls)]
+
+
+def completion(cid: str, created: int, model: str, content: str, usage: dict[str, int],
+               urls: list[str] | None = None) -> dict[str, Any]:
+    message = {"role": "assistant", "content": content, "refusal": None, "images": image_parts(urls or [])}
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                     "finish_reason": "stop", "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
         "usage": usage,
     }
 

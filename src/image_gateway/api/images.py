@@ -1,4 +1,7 @@
-"""POST /v1/images/generations, /edits, /variations: OpenAI's wire shapes, one code path."""
+"""POST /v1/images/generations, /edits, /variations: OpenAI's wire shapes, one code path.
+
+The answer's form and where its URLs point: api/delivery.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from ..core.settings import Route
 from ..core.types import ImageRequest, InputImage, Operation, Progress, ProviderResult, StreamEvent
 from ..engine.jobs import Job
 from ..errors import GatewayError, InvalidRequest
-from ..media.deliver import Delivery
 from ..media.egress import check_param, policy_for
 from ..prompt import pipeline
 from ..prompt.limits import prompt_too_long
@@ -24,6 +26,7 @@ from ..schemas.responses import encode, images_response
 from . import jobs, sse
 from .auth import authenticate
 from .body import decode_json_object, is_multipart, read_body, read_form
+from .delivery import answer_format, delivery_for, rehosts, served_rehost, upstream_format
 from .errors import JSONBytes
 from .idempotent import idempotency_key, idempotent
 
@@ -115,19 +118,6 @@ async def check_caller_urls(rt: Runtime, req: ImageRequest) -> None:
         await check_param(policy, [hook], "webhook_url")
 
 
-def delivery_for(request: Request | str, rt: Runtime, req: ImageRequest, result_meta: dict[str, Any],
-                 stream: bool = False, response_format: str | None = None) -> Delivery:
-    """`request`: the request, or (for a task rendered after its request ended) the base URL it came in on."""
-    native = result_meta.get("output_format")
-    convert = req.output_format if req.output_format and native != req.output_format else None
-    fmt = "b64_json" if stream else (response_format or req.response_format or "")
-    rehost = bool(result_meta.get("rehost"))  # e.g. GrsAi URLs expire after 2 h
-    base = ""
-    if fmt != "b64_json" or rehost:  # only URL answers need it (building it costs more than the rest)
-        base = request if isinstance(request, str) else rt.cfg.public_base_url or str(request.base_url).rstrip("/")
-    return Delivery(fmt, convert, req.output_compression if convert else None, base, rehost=rehost)
-
-
 def _served(request: Request, route: Route) -> dict[str, str]:
     request.scope["state"]["route"] = route.name
     request.scope["state"]["provider"] = route.provider
@@ -142,12 +132,15 @@ def served_headers(state: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult) -> dict[str, Any]:
+async def finish(request: Request | str, rt: Runtime, req: ImageRequest, result: ProviderResult,
+                 fmt: str | None = None, rehost: bool = True) -> dict[str, Any]:
+    """The ImagesResponse in form `fmt` (see answer_format; "native" = the form the upstream gave)."""
     if result.rendered is not None:  # an async task's result: the engine rendered it once, when it ended
         return result.rendered
-    # Caller did not ask: give what the upstream gave (no conversion cost).
-    fmt = req.response_format or ("b64_json" if result.images[0].b64 is not None else "url")
-    d = delivery_for(request, rt, req, result.meta, response_format=fmt)
+    fmt = fmt or req.response_format or "both"
+    if fmt == "native":
+        fmt = "b64_json" if result.images[0].b64 is not None else "url"
+    d = delivery_for(request, rt, req, result.meta, response_format=fmt, rehost=rehost)
     data = await rt.deliverer.all(result.images, d)
     meta = dict(result.meta)
     if d.output_format:
@@ -172,7 +165,13 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
     _served(request, route)
     # Ratio from the prompt and LLM enhancement, when the request or route asks (`enhance`, `parse_ratio`).
     plan = await pipeline.for_route(rt, route, req, enhance_default=False, parse_default=False)
+    fmt = answer_format(rt.cfg, route, req)
+    rehost = rehosts(rt.cfg, route)
     job = jobs.begin(request, rt, route, req)  # every request is a job; some become tasks (api/jobs.py)
+    job.delivery["response_format"] = fmt
+    if not rehost:
+        job.delivery["rehost"] = False
+    req.response_format = "b64_json" if req.stream else upstream_format(fmt, rehost)
     if job.detached:
         return await jobs.start(request, rt, route, req, keys, job)
     if req.stream:
@@ -191,7 +190,7 @@ async def respond(request: Request, rt: Runtime, route: Route, req: ImageRequest
         headers["X-Gateway-Size"] = str(size)
     if plan is not None:
         plan.annotate(result)
-    body = await finish(request, rt, req, result)
+    body = await finish(request, rt, req, result, fmt, served_rehost(rt, state, route))
     return JSONBytes(encode(body), 200, headers)
 
 

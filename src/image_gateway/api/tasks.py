@@ -74,7 +74,9 @@ async def render(rt: Runtime, job: Job, result: ProviderResult) -> dict[str, Any
                        response_format="b64_json" if d.get("stream") else d.get("response_format"),
                        output_format=d.get("output_format"), output_compression=d.get("output_compression"))
     base = d.get("base_url") or rt.cfg.public_base_url or ""
-    return await images.finish(base, rt, req, result)
+    # The options of the attempt that ran it (route › deployment › provider), else its route's.
+    rehost = job.ctx.options.get("rehost") is not False if job.ctx is not None else d.get("rehost", True)
+    return await images.finish(base, rt, req, result, rehost=bool(rehost))
 
 
 def resolve(rt: Runtime, rec: TaskRecord, key: str | None) -> tuple[Provider, CallContext]:

@@ -76,11 +76,22 @@ def as_str(raw: Any, where: str) -> str:
     return str(raw)
 
 
+RESPONSE_FORMATS = ("both", "url", "b64_json", "native")
+
+
+def as_response_format(raw: Any, where: str) -> str:
+    value = as_str(raw, where).strip()
+    if value not in RESPONSE_FORMATS:
+        raise ConfigError(f"{where} must be one of {', '.join(RESPONSE_FORMATS)}, got {raw!r}")
+    return value
+
+
 CASTS: dict[str, Any] = {
     "str": as_str, "secret": as_str, "int": as_int, "float": as_float, "bool": as_bool, "list": as_list,
     "url": lambda raw, where: as_str(raw, where).rstrip("/"),
     "path": lambda raw, where: Path(as_str(raw, where)),
     "upper": lambda raw, where: as_str(raw, where).upper(),
+    "response_format": as_response_format,
 }
 
 

@@ -24,7 +24,7 @@ class Setting:
     field: str  # attribute of Config ("port"), of a section ("enhance.model"); "" = not read into Config
     env: str | None  # environment variable (wins over YAML)
     yaml: str | None  # dotted YAML path ("server.port")
-    type: str  # a cast in config/parse.py: str, secret, int, float, bool, list, url, path, upper
+    type: str  # a cast in config/parse.py: str, secret, int, float, bool, list, url, path, upper, response_format
     doc: str
     section: str = "Server"
     example: str | None = None  # shown commented out in .env.example instead of the default
@@ -98,6 +98,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("watch_config", "CONFIG_WATCH", "server.watch_config", "bool",
       "Reload when the YAML file changes (mtime polled each second); SIGHUP and POST /admin/reload work either way.",
       "Gateway access"),
+    S("default_response_format", "DEFAULT_RESPONSE_FORMAT", "server.default_response_format", "response_format",
+      "An Images API answer's form when the caller names no response_format: both (url and b64_json: every "
+      "client reads one), url, b64_json, or native (the upstream's); per route: `default_response_format`.",
+      "Hosted images"),
     S("image_ttl_s", "IMAGE_TTL_S", "images.ttl_s", "float",
       "Seconds a hosted image stays available; expired files are deleted.", "Hosted images"),
     S("download_max_bytes", "DOWNLOAD_MAX_BYTES", "images.download_max_bytes", "int",

@@ -3,12 +3,17 @@
 Every field defaults to None ("not set": the reader's own default applies, e.g. the router's
 `retries`). config.py validates a route's options against these plus its provider's RouteOptions
 when the configuration loads (providers/options.py), so a typo or a wrong type is a start-up
-error, never a surprise at request time. The poll options may also be set per provider.
+error, never a surprise at request time. The poll options and `rehost` may also be set per
+provider (and per deployment); a route's own value wins.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
+
+ResponseFormat = Literal["both", "url", "b64_json", "native"]
 
 
 class PollOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -22,7 +27,16 @@ class PollOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     poll_error_limit: int | None = None
 
 
-class GatewayRouteOptions(PollOptions, forbid_unknown_fields=True, frozen=True, kw_only=True):
+class EndpointOptions(PollOptions, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The generic options a provider or deployment may set too (a route's own value wins)."""
+
+    # Upstream image URLs are served from the gateway's own origin (downloaded once, hosted): a
+    # client that fetches a returned URL with the caller's key (Open WebUI) never sends it to a
+    # third party. None = on, for every provider; false keeps the upstream's URL (api/images.py).
+    rehost: bool | None = None
+
+
+class GatewayRouteOptions(EndpointOptions, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Route options read by the router (routing/policy.py), the engine and the prompt pipeline."""
 
     retries: int | None = None  # re-sends on this route before its fallbacks (router: retries)
@@ -32,3 +46,5 @@ class GatewayRouteOptions(PollOptions, forbid_unknown_fields=True, frozen=True, 
     max_prompt_chars: int | None = None  # longer prompts get 400 (prompt/limits.py)
     enhance: bool | None = None  # run the prompt through the LLM by default
     parse_ratio: bool | None = None  # take a ratio out of the prompt
+    # The answer's form when the caller names no response_format (DEFAULT_RESPONSE_FORMAT's per route).
+    default_response_format: ResponseFormat | None = None

@@ -152,6 +152,9 @@ class Config:
     limits: LimitSettings = field(default_factory=LimitSettings)
     watch_config: bool = True  # poll the YAML file's mtime and reload on change
     public_base_url: str | None = None
+    # An Images API answer's form when the caller names no response_format (per route:
+    # `default_response_format`): "both" (url and b64_json), "url", "b64_json", "native" (the upstream's).
+    default_response_format: str = "both"
     data_dir: Path = Path("./data")
     image_ttl_s: float = 24 * 3600.0
     max_body_bytes: int = 50 * 1024 * 1024

@@ -28,7 +28,7 @@ from ..core.types import CallContext, GeneratedImage, ImageRequest, Progress, Pr
 from ..errors import UpstreamError
 from .ark_wire import SSE, body, error_of, family, image_of, images_of
 from .base import Capabilities, RouteSpec, StreamingProvider, SyncProvider
-from .http import HttpProvider, connection_error, fan_out, with_rehost
+from .http import HttpProvider, connection_error, fan_out
 
 PATH = "/images/generations"
 MAX_N = 15
@@ -45,7 +45,6 @@ def _routes() -> tuple[RouteSpec, ...]:
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     watermark: bool = False  # Ark's own default is true; a gateway caller rarely wants the mark
-    rehost: bool = True  # result URLs expire after 24 h
 
 
 class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -78,8 +77,7 @@ class ArkProvider(HttpProvider, SyncProvider, StreamingProvider):
         shown = size or sent.get("size")
         if isinstance(shown, str) and "x" in shown:
             meta["size"] = shown
-        return with_rehost(ProviderResult(images, usage=usage if isinstance(usage, dict) else None, meta=meta),
-                           self.route_options(ctx).rehost and any(i.url for i in images))
+        return ProviderResult(images, usage=usage if isinstance(usage, dict) else None, meta=meta)
 
     async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         b, calls = self._plan(req, ctx, False)

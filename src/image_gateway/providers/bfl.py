@@ -29,7 +29,7 @@ from ..core.types import CallContext, ImageRequest, Pending, PollOutcome, Progre
 from ..errors import UpstreamError
 from . import bfl_wire as wire
 from .base import Capabilities, PollingProvider, RouteSpec
-from .http import HttpProvider, fan_out, with_rehost
+from .http import HttpProvider, fan_out
 from .polled_http import check_url, detail_error, poll_all, send
 
 LABEL = "BFL"
@@ -38,7 +38,6 @@ BFL_HOSTS = re.compile(r"api(\.[a-z0-9-]+)*\.bfl\.(ai|ml)")
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    rehost: bool = True  # result URLs expire after ~10 minutes
     safety_tolerance: int | None = None  # 0 (strict) .. 5/6; BFL's default is 2
     output_format: str | None = None  # jpeg / png (the caller's output_format wins)
     not_found_grace_s: float = 10.0  # "Task not found" right after a submit is not yet a lost task
@@ -89,7 +88,7 @@ class BflProvider(HttpProvider, PollingProvider):
         body, size = wire.submit_body(req, ctx.upstream_model, o)
         url = f"{self.base_url}/v1/{ctx.upstream_model.strip('/')}"
         tasks = await fan_out([self._submit(url, body, ctx) for _ in range(req.n)])
-        meta: dict[str, Any] = {"rehost": o.rehost}
+        meta: dict[str, Any] = {}
         if size:
             meta["size"] = size
         return Pending({"tasks": tasks, "since": time.time(), "meta": meta})
@@ -135,8 +134,7 @@ class BflProvider(HttpProvider, PollingProvider):
                 self._percent[t["id"]] = percents[-1]
         if len(images) == len(tasks):
             self._forget(handle)
-            return with_rehost(ProviderResult(images, meta=dict(handle.get("meta") or {})),
-                               bool((handle.get("meta") or {}).get("rehost", True)))
+            return ProviderResult(images, meta=dict(handle.get("meta") or {}))
         queued = all(wire.status_of(d) in (wire.NOT_FOUND, "Queued") for d in answers)
         return Progress(min(99, sum(percents) // len(percents)), status="queued" if queued else "in_progress")
 

@@ -55,7 +55,7 @@ from .dashscope_wire import (
     sync_images,
     task_images,
 )
-from .http import Answer, HttpProvider, connection_error, fan_out, poll_each, with_rehost
+from .http import Answer, HttpProvider, connection_error, fan_out, poll_each
 
 MAX_N = 4
 
@@ -73,7 +73,6 @@ def _routes() -> tuple[RouteSpec, ...]:
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     watermark: bool = False
     prompt_extend: bool | None = None  # None: DashScope's default (on)
-    rehost: bool = True  # result URLs expire after 24 h
 
 
 class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -112,7 +111,7 @@ class DashScopeProvider(HttpProvider, StreamingProvider, PollingProvider):
 
     def _result(self, images: list[GeneratedImage], size: Any, ctx: CallContext) -> ProviderResult:
         meta: dict[str, Any] = {"size": str(size).replace("*", "x")} if size else {}
-        return with_rehost(ProviderResult(images, meta=meta), self.route_options(ctx).rehost)
+        return ProviderResult(images, meta=meta)
 
     async def _post(self, path: str, b: dict[str, Any], ctx: CallContext,
                     headers: dict[str, str] | None = None) -> Any:

@@ -31,7 +31,7 @@ from ..core.types import CallContext, GeneratedImage, ImageRequest, Pending, Pol
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import fit_pixels, requested_shape
 from .base import Capabilities, PollingProvider, RouteSpec
-from .http import HttpProvider, with_rehost
+from .http import HttpProvider
 from .polled_http import check_url, detail_error, poll_all, send
 
 LABEL = "fal"
@@ -44,7 +44,6 @@ POLICY = ("content_policy_violation", "content_moderation")
 
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    rehost: bool = True  # fal CDN files do not live as long as IMAGE_TTL_S
     image_field: str | None = None  # default: image_urls (a list); e.g. image_url for Kontext
     max_side: int = 2048  # the largest custom image_size side sent (seedream: 4096)
 
@@ -149,7 +148,7 @@ class FalProvider(HttpProvider, PollingProvider):
             raise UpstreamError(f"fal accepted the request (HTTP {a.status}) without a request_id.",
                                 code="upstream_bad_answer")
         handle: dict[str, Any] = {"id": rid, "since": time.time(), "n": req.n,
-                                  "meta": {"rehost": o.rehost, **({"size": size} if size else {})}}
+                                  "meta": {"size": size} if size else {}}
         for k in ("status_url", "response_url", "cancel_url"):
             handle[k] = check_url(data.get(k), self.base_url, HOSTS, f"fal's {k}")
         return Pending(handle)
@@ -201,8 +200,7 @@ class FalProvider(HttpProvider, PollingProvider):
         meta = dict(handle.get("meta") or {})
         if isinstance(data, dict) and isinstance(data.get("seed"), int):
             meta["seed"] = data["seed"]
-        return with_rehost(ProviderResult(images[: int(handle.get("n") or len(images))], meta=meta),
-                           bool(meta.get("rehost", True)))
+        return ProviderResult(images[: int(handle.get("n") or len(images))], meta=meta)
 
     async def cancel(self, handle: dict[str, Any], ctx: CallContext) -> None:
         """PUT cancel_url (a request that already started or finished answers 400: ignored)."""

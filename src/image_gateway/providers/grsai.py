@@ -6,8 +6,8 @@ Two modes, per provider or route (`mode` option):
   to the engine as Pending and polled on /v1/draw/result: resubmitting would bill the caller twice.
 * "poll": `webHook: "-1"`, an immediate ack with the id, then the engine polls.
 
-`n` > 1 is n parallel submits merged into one result. Result URLs expire after 2 h, so results ask
-the API layer to re-host `url` answers (`rehost` option, on by default). Other options: `endpoint`,
+`n` > 1 is n parallel submits merged into one result. Result URLs expire after 2 h: the gateway
+re-hosts them, as every upstream URL (the generic `rehost` option, core/options.py). Options: `endpoint`,
 `takes_image_size`, `image_size`, `shut_progress`, `not_found_grace_s` (60).
 """
 
@@ -64,7 +64,6 @@ def _routes() -> tuple[RouteSpec, ...]:
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     mode: Literal["stream", "poll"] = "stream"
-    rehost: bool = True  # result URLs expire after 2 h
     endpoint: str | None = None  # default: by model (/v1/draw/nano-banana or /v1/draw/completions)
     takes_image_size: bool | None = None  # default: nano-banana-pro and nano-banana-2
     image_size: str | None = None  # 1K / 2K / 4K when the model takes it
@@ -109,8 +108,7 @@ class GrsAiProvider(HttpProvider, StreamingProvider, PollingProvider):
         o: RouteOptions = self.route_options(ctx)
         body = submit_body(req, ctx.upstream_model, o, poll_mode)
         url = self.base_url + endpoint_for(ctx.upstream_model, o)
-        meta = {"rehost": o.rehost,
-                "aspect_ratio": body.get("aspectRatio") or body.get("size"), "image_size": body.get("imageSize")}
+        meta = {"aspect_ratio": body.get("aspectRatio") or body.get("size"), "image_size": body.get("imageSize")}
         return url, body, meta
 
     async def submit(self, req: ImageRequest, ctx: CallContext) -> Pending:

@@ -4,7 +4,7 @@
   `call()` sends one JSON or multipart request and maps transport errors (and, when asked,
   an error answer) to gateway errors;
 * fan_out: `n` images as n parallel calls; poll_each: per-handle polling for upstreams without a
-  batch query; with_rehost: mark a result whose URLs expire so the media layer re-hosts them.
+  batch query. (Upstream URLs are re-hosted by the API layer, per the generic `rehost` option.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import aiohttp
 import msgspec
 
-from ..core.types import CallContext, PollOutcome, ProviderResult
+from ..core.types import CallContext, PollOutcome
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
 from ..media.session import new_session as _client_session
 from .base import ProviderBase
@@ -105,13 +105,6 @@ async def poll_each(handles: Sequence[dict[str, Any]],
             return e
 
     return list(await asyncio.gather(*(guarded(h) for h in handles)))
-
-
-def with_rehost(result: ProviderResult, expiring: bool) -> ProviderResult:
-    """Result URLs that expire (GrsAi: 2 h) are re-hosted by the gateway when `expiring`
-    (api/images.py hands the flag to media/deliver.py); the adapter's `rehost` option."""
-    result.meta["rehost"] = expiring
-    return result
 
 
 def new_session(timeout_s: float, limit: int = 512) -> aiohttp.ClientSession:

@@ -1,10 +1,10 @@
 """Typed provider and route options: validated when the configuration loads, typed for adapters.
 
 A provider's YAML block (`providers.<name>.*`, and each deployment's options) is checked against
-its adapter's `Options` plus the poll options; a route's options against the generic route
-options (core/options.py) plus its adapter's `RouteOptions`. An unknown key or a wrong type is a
-ConfigError naming the file, the route or provider, and the key. Values from YAML or `${VAR}`
-expansion may be strings ("3", "false"); they are converted (not bool("false")), but
+its adapter's `Options` plus the generic endpoint options (poll options, `rehost`); a route's
+options against the generic route options (core/options.py) plus its adapter's `RouteOptions`.
+An unknown key or a wrong type is a ConfigError naming the file, the route or provider, and the
+key. Values from YAML or `${VAR}` expansion may be strings ("3", "false"); they are converted (not bool("false")), but
 `concurrency: three` fails. The checked options stay a plain mapping of the keys that were set
 (normalised values) for the generic readers; adapters read `ProviderBase.route_options(ctx)`.
 """
@@ -19,7 +19,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from ..core.options import GatewayRouteOptions, PollOptions
+from ..core.options import EndpointOptions, GatewayRouteOptions
 from ..errors import ConfigError
 from .base import ProviderBase
 
@@ -94,12 +94,12 @@ def _both(generic: type[msgspec.Struct], own: type[msgspec.Struct], raw: Mapping
 
 def provider_options(path: Path | None, name: str, cls: type[ProviderBase], raw: Mapping[str, Any]) -> dict[str, Any]:
     """A provider's options (`providers.<name>` less api_key/base_url/timeout_s/class), checked."""
-    return _both(PollOptions, cls.Options, raw, _where(path, f"providers.{name}"))
+    return _both(EndpointOptions, cls.Options, raw, _where(path, f"providers.{name}"))
 
 
 def deployment_options(path: Path | None, route: str, label: str, cls: type[ProviderBase],
                        raw: Mapping[str, Any]) -> dict[str, Any]:
-    return _both(PollOptions, cls.Options, raw, _where(path, f"route {route}: deployment {label}"))
+    return _both(EndpointOptions, cls.Options, raw, _where(path, f"route {route}: deployment {label}"))
 
 
 def route_options(path: Path | None, route: Any, cls: type[ProviderBase]) -> dict[str, Any]:

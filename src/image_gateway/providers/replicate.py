@@ -44,7 +44,7 @@ from ..core.types import (
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import nearest_ratio_of, requested_shape
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
-from .http import HttpProvider, fan_out, with_rehost
+from .http import HttpProvider, fan_out
 from .polled_http import check_url, detail_error, poll_all, send
 
 LABEL = "Replicate"
@@ -70,7 +70,6 @@ MODELS = {
 
 class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     wait_s: int = 10  # Prefer: wait=N (1-60): a fast model answers the create call itself
-    rehost: bool = True  # output files are deleted after about an hour
     image_field: str = "input_image"  # the model input that takes an edit's image
 
 
@@ -160,7 +159,7 @@ class ReplicateProvider(HttpProvider, StreamingProvider, PollingProvider):
         o: RouteOptions = self.route_options(ctx)
         inp, calls, ratio = build_input(req, ctx.upstream_model, o)
         preds = await fan_out([self._create(inp, ctx, o) for _ in range(calls)])
-        meta: dict[str, Any] = {"rehost": o.rehost, **({"size": ratio} if ratio else {})}
+        meta: dict[str, Any] = {"size": ratio} if ratio else {}
         for p in preds:
             if p.get("status") in ("failed", "canceled", "aborted"):
                 raise failure(p, [ctx.api_key])
@@ -210,7 +209,7 @@ class ReplicateProvider(HttpProvider, StreamingProvider, PollingProvider):
         images = [img for p in preds for img in outputs_of(p)]
         if not images:
             raise UpstreamError("Replicate reported success but returned no image URL.", code="upstream_no_image")
-        return with_rehost(ProviderResult(images, meta=dict(meta)), bool(meta.get("rehost", True)))
+        return ProviderResult(images, meta=dict(meta))
 
     async def poll(self, handles: Sequence[dict[str, Any]], ctx: CallContext) -> list[PollOutcome]:
         return await poll_all(handles, lambda h: self._poll_one(h, ctx), self._last)
@@ -223,8 +222,7 @@ class ReplicateProvider(HttpProvider, StreamingProvider, PollingProvider):
         refs: list[dict[str, Any]] = handle.get("preds") or []
         meta = dict(handle.get("meta") or {})
         if not refs:
-            return with_rehost(ProviderResult([GeneratedImage(url=u) for u in handle.get("done") or ()], meta=meta),
-                               bool(meta.get("rehost", True)))
+            return ProviderResult([GeneratedImage(url=u) for u in handle.get("done") or ()], meta=meta)
         preds = await fan_out([self._get(r, ctx) for r in refs])
         for p in preds:
             if p.get("status") in ("failed", "canceled", "aborted"):

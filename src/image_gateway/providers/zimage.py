@@ -5,7 +5,8 @@ Body: prompt, width, height, steps, cfg, model_index, seed, negative_prompt. The
 `steps` and `negative_prompt` may also come as extra body fields (the SDK's `extra_body`) and win.
 A ratio chosen by the prompt pipeline arrives as `extra["aspect_ratio"]` and maps to ZIMAGE_SIZES.
 `n` > 1 is n parallel calls with consecutive seeds. Options (per provider or per route): model_index
-(5), steps (8), cfg (7.0), negative_prompt, rehost (false).
+(5), steps (8), cfg (7.0), negative_prompt. The result URLs are the site's: the gateway re-hosts
+them unless the generic `rehost` option is false (core/options.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderResu
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import parse_size
 from .base import Capabilities, RouteSpec, SyncProvider
-from .http import HttpProvider, fan_out, retry_after, with_rehost
+from .http import HttpProvider, fan_out, retry_after
 
 GENERATE_PATH = "/api/v1/generate_image"
 MIN_SIDE, MAX_SIDE = 64, 2048
@@ -51,7 +52,6 @@ class Options(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     steps: int = 8
     cfg: float = 7.0
     negative_prompt: str | None = None
-    rehost: bool = False  # re-host the result URLs (they are the site's)
 
 
 class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -93,7 +93,7 @@ class ZImageProvider(HttpProvider, SyncProvider):
     Options = Options
     RouteOptions = RouteOptions
     builtin_routes: ClassVar[Sequence[RouteSpec]] = (
-        # model_index/steps/cfg/negative_prompt/rehost are options (per provider or per route); the
+        # model_index/steps/cfg/negative_prompt are options (per provider or per route); the
         # defaults live in body() so a provider-wide setting is not shadowed by a route default.
         RouteSpec("Z-Image", "Z-Image", aliases=("z-image",),
                   description="梦羽 AI Z-Image on sd.exacg.cc (SD_API_KEY)"),
@@ -131,9 +131,8 @@ class ZImageProvider(HttpProvider, SyncProvider):
         if seed is None or seed < 0:  # -1 means "random" to several clients
             seed = random.randrange(2_147_483_647)
         urls = await fan_out([self._one({**body, "seed": (seed + i) % 2_147_483_647}, ctx) for i in range(req.n)])
-        result = ProviderResult([GeneratedImage(url=u) for u in urls],
-                                meta={"size": f"{body['width']}x{body['height']}", "seed": seed})
-        return with_rehost(result, self.route_options(ctx).rehost)
+        return ProviderResult([GeneratedImage(url=u) for u in urls],
+                              meta={"size": f"{body['width']}x{body['height']}", "seed": seed})
 
     async def _one(self, body: dict[str, Any], ctx: CallContext) -> str:
         a = await self.call(self.base_url + GENERATE_PATH, ctx, json=body,

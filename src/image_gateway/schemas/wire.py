@@ -32,7 +32,7 @@ class ErrorResponse(msgspec.Struct):
 
 
 class Image(msgspec.Struct):
-    """One image: base64 (`b64_json`) or a URL, as `response_format` asked."""
+    """One image: base64 (`b64_json`), a URL, or both (`both`, the default when none is asked)."""
 
     b64_json: str | UnsetType = UNSET
     url: str | UnsetType = UNSET
@@ -63,11 +63,33 @@ class Task(msgspec.Struct):
     requires_key: bool | UnsetType = UNSET  # after a restart, a task started with the caller's key needs it again
 
 
+class ModelCapabilities(msgspec.Struct):
+    """What a route takes (the gateway's extension)."""
+
+    generations: bool
+    edits: bool
+    variations: bool
+    masks: bool  # edits take a mask
+    chat: bool  # usable from /v1/chat/completions
+    stream: bool
+    partial_images: bool  # a stream shows previews before the image
+    # (`async` in the body: Prefer: respond-async works on the route)
+    async_: bool = msgspec.field(name="async")
+    max_n: int
+    sizes: list[str]  # the sizes to offer ("auto" and WxH)
+    custom_sizes: bool  # whether another WxH is accepted too
+    response_formats: list[str]
+
+
 class Model(msgspec.Struct):
     id: str
     object: Literal["model"]
     created: int
     owned_by: str  # the provider
+    # new-api's extension: "image-generation" first (Cherry Studio takes the first as the model's
+    # type), "openai" for the chat surface.
+    supported_endpoint_types: list[str]
+    capabilities: ModelCapabilities
 
 
 class ModelList(msgspec.Struct):
@@ -79,6 +101,7 @@ class ChatMessage(msgspec.Struct):
     role: Literal["assistant"]
     content: str  # Markdown: the image(s), the prompt used, the ratio and resolution
     refusal: None = None
+    images: list[dict[str, Any]] = []  # OpenRouter's [{type: "image_url", image_url: {url}, index}]: hosted URLs
 
 
 class ChatChoice(msgspec.Struct):

@@ -1,0 +1,1 @@
+"""Shared set-up of the client-conformance tests (tests/test_clients_*.py)."""
