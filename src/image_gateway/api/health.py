@@ -44,10 +44,15 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     usable = rt.usable_providers()
-    status = 200 if usable else 503
+    fleet = rt.engine.fleet
+    state_ok = fleet is None or await fleet.store.ping()  # shared state (REDIS_URL) answers
+    status = 200 if usable and state_ok else 503
     keys = _operator_keys(rt.cfg)
     if keys and _is_operator(request, keys):
-        body = encode({"status": "ready" if usable else "not_ready", "providers": usable})
+        body = encode({"status": "ready" if status == 200 else "not_ready", "providers": usable,
+                       **({} if fleet is None else {"shared_state": "ok" if state_ok else "unavailable"})})
+    elif not state_ok:
+        body = _NOT_READY
     else:
         body = _READY if usable else _NOT_READY
     return Response(body, status_code=status, media_type="application/json")
