@@ -1,0 +1,194 @@
+"""Tasks shared by equal gateway processes on one Redis (REDIS_URL): real processes, a real redis-server,
+the fake midjourney-proxy. A process killed with -9 loses no task; any process answers for any task."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from aiohttp import web
+
+from tests.conftest import GatewayFactory
+from tests.gateway import GatewayProcess
+from tests.mj_util import done, imagine_ids, mj_server, new_key, release, submit_async, wait_task
+from tests.upstreams.base import FakeServer, FakeState, recording_middleware
+from tests.waits import wait_until
+
+LEASE_S = 1.5
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeServer]:
+    """A webhook receiver that records every POST."""
+    state = FakeState()
+    app = web.Application(middlewares=[recording_middleware(state)])
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_post("/hook", ok)
+    srv = FakeServer(app, state).start()
+    yield srv
+    srv.stop()
+
+
+def fleet(gateway: GatewayFactory, n: int, srv: FakeServer, key: str, redis_url: str) -> list[GatewayProcess]:
+    env = {"MJ_BASE_URL": srv.url, "MJ_API_KEY": key, "REDIS_URL": redis_url, "TASK_LEASE_S": str(LEASE_S),
+           "TASK_OWNER_SECRET": "owner-secret-shared-by-the-fleet-0123456789", "PRIVATE_URL_ALLOWLIST": "127.0.0.1",
+           "WEBHOOK_BACKOFF_S": "0.1"}
+    yaml = "providers:\n  midjourney: {poll_interval_s: 0.2, concurrency: 16, queue_size: 64}\n"
+    return [gateway(env=env, config_yaml=yaml) for _ in range(n)]
+
+
+def metric(gw: GatewayProcess, name: str) -> str:
+    text = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    m = re.search(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+    assert m is not None, f"{name} not in /metrics"
+    return m.group(0)
+
+
+def leases(gw: GatewayProcess) -> int:
+    return int(float(metric(gw, "gateway_task_leases").rsplit(" ", 1)[1]))
+
+
+def redis_dump(url: str) -> list[bytes]:
+    """Every key in Redis and every value under it (strings, hashes, sets, sorted sets, lists, streams)."""
+    r = redis.Redis.from_url(url)
+    out: list[bytes] = []
+    for k in r.scan_iter(count=1000):
+        out.append(k)
+        kind = r.type(k)
+        if kind == b"string":
+            out.append(r.get(k) or b"")
+        elif kind == b"hash":
+            out += [b for kv in r.hgetall(k).items() for b in kv]
+        elif kind == b"zset":
+            out += [m for m, _ in r.zrange(k, 0, -1, withscores=True)]
+        elif kind == b"set":
+            out += list(r.smembers(k))
+        elif kind == b"list":
+            out += r.lrange(k, 0, -1)
+        elif kind == b"stream":
+            out += [repr(e).encode() for e in r.xrange(k)]
+    r.close()
+    return out
+
+
+def assert_no_key_anywhere(key: str, url: str, gws: list[GatewayProcess]) -> None:
+    dump = redis_dump(url)
+    assert dump, "Redis holds nothing: the scan scanned nothing"
+    assert not any(key.encode() in v for v in dump), "the key was written to Redis"
+    for gw in gws:
+        gw.assert_secret_absent(key)
+
+
+def test_kill_9_of_one_of_three_loses_no_task_and_repeats_nothing(gateway: GatewayFactory, redis_server: Any,
+                                                                    hook: FakeServer) -> None:
+    key = new_key()
+    with mj_server(hang=True, secret=key) as (srv, state):
+        gws = fleet(gateway, 3, srv, key, redis_server.url)
+        body = {"model": "mj-v7", "webhook_url": f"{hook.url}/hook"}
+        ids = [submit_async(gws[i % 3], {**body, "prompt": f"fleet {i}"})["id"] for i in range(30)]
+        wait_until(lambda: state.submits == 30, 20, what="all 30 accepted upstream")
+        wait_until(lambda: [leases(g) for g in gws] == [10, 10, 10], 10, what="each process polling its own ten")
+        victim, survivors = gws[1], [gws[0], gws[2]]
+        victim.kill()
+        killed_at = time.monotonic()
+        # The victim's ten are taken over within the lease and a scan; the survivors then hold all 30.
+        wait_until(lambda: sum(leases(g) for g in survivors) == 30, LEASE_S + 5, what="the takeover")
+        assert time.monotonic() - killed_at < LEASE_S + 3
+        release(state)
+        for task_id in ids:
+            for gw in survivors:  # readable from every surviving process
+                t = wait_task(gw, task_id, done, timeout=30)
+                assert t["status"] == "succeeded" and t["result"]["data"], t
+        assert state.submits == 30 and len(imagine_ids(state)) == 30  # none submitted twice
+        wait_until(lambda: len(hook.state.requests) >= 30, 15, what="thirty webhooks")
+        wait_until(lambda: sum(leases(g) for g in survivors) == 0, 10, what="every lease released")
+        deliveries = Counter(r.json["id"] for r in hook.state.requests)
+        assert deliveries == Counter(ids), deliveries  # one delivery each
+        assert_no_key_anywhere(key, redis_server.url, gws)
+
+
+def _events(gw: GatewayProcess, task_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{gw.base_url}/images/tasks/{task_id}/events", timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                break
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    gw.remember(json.dumps(events))
+    return events
+
+
+def test_events_and_cancel_from_a_process_that_does_not_poll_the_task(gateway: GatewayFactory,
+                                                                      redis_server: Any) -> None:
+    key = new_key()
+    with mj_server(step_s=0.3, progress_steps=[10, 25, 40, 55, 70, 85], secret=key) as (srv, state):
+        a, b = fleet(gateway, 2, srv, key, redis_server.url)
+        task = submit_async(a, {"model": "mj-v7", "prompt": "aurora"})
+        wait_until(lambda: leases(a) == 1, 10, what="A polling the task")
+        assert leases(b) == 0
+        events = _events(b, task["id"])
+        progress = [e["progress"] for e in events if e["type"] == "image.task.progress"]
+        assert progress == sorted(progress) and len({10, 25, 40, 55, 70, 85} & set(progress)) >= 3, events
+        assert events[-1]["type"] == "image.task.succeeded" and events[-1]["task"]["result"]["data"]
+        assert leases(b) == 0  # B only listened
+
+        # DELETE on B reaches A, the poller, which cancels upstream.
+        state.hang = True
+        other = submit_async(a, {"model": "mj-v7", "prompt": "to be cancelled"})
+        wait_until(lambda: leases(a) == 1 and len(imagine_ids(state)) == 2, 10, what="A polling the second")
+        r = httpx.delete(f"{b.base_url}/images/tasks/{other['id']}", timeout=15)
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        (upstream,) = [t for t in imagine_ids(state) if state.tasks[t].prompt.startswith("to be cancelled")]
+        wait_until(lambda: state.status_of(upstream) == "CANCEL", 10, what="the upstream cancel")
+        assert wait_task(a, other["id"], done)["status"] == "cancelled"
+        assert_no_key_anywhere(key, redis_server.url, [a, b])
+
+
+def test_redis_away_is_503_and_ready_false_then_everything_resumes(gateway: GatewayFactory,
+                                                                   redis_server: Any) -> None:
+    key = new_key()
+    with mj_server(hang=True, secret=key) as (srv, state):
+        a, b = fleet(gateway, 2, srv, key, redis_server.url)
+        task = submit_async(a, {"model": "mj-v7", "prompt": "through the outage"})
+        wait_until(lambda: leases(a) == 1 and state.submits == 1, 10, what="A polling the task")
+        assert httpx.get(f"{a.url}/ready", timeout=5).status_code == 200
+        r = redis.Redis.from_url(redis_server.url)
+        r.save()  # (the test server keeps no snapshot of its own: this one is loaded when it starts again)
+        r.close()
+        redis_server.stop()
+
+        t0 = time.monotonic()
+        r1 = httpx.post(f"{b.base_url}/images/generations", json={"model": "mj-v7", "prompt": "no state"},
+                        headers={"Prefer": "respond-async"}, timeout=10)
+        r2 = httpx.get(f"{b.base_url}/images/tasks/{task['id']}", timeout=10)  # a task B does not poll
+        for resp in (r1, r2):
+            b.remember(resp.text)
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["error"]["code"] == "state_unavailable"
+        assert time.monotonic() - t0 < 8  # quick answers, no hang
+        for gw in (a, b):
+            ready = httpx.get(f"{gw.url}/ready", timeout=10)
+            assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+        release(state)  # the task finishes upstream while Redis is away; A keeps its result for later
+
+        redis_server.start()
+        wait_until(lambda: httpx.get(f"{b.url}/ready", timeout=5).status_code == 200, 15, what="B ready again")
+        for gw in (a, b):
+            t = wait_task(gw, task["id"], done, timeout=20)
+            assert t["status"] == "succeeded" and t["result"]["data"], t
+        later = submit_async(b, {"model": "mj-v7", "prompt": "after the outage"})
+        assert wait_task(a, later["id"], done, timeout=20)["status"] == "succeeded"
+        assert state.submits == 2
+        assert_no_key_anywhere(key, redis_server.url, [a, b])
