@@ -4,7 +4,9 @@ the fake midjourney-proxy. A process killed with -9 loses no task; any process a
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -39,8 +41,9 @@ def hook() -> Iterator[FakeServer]:
     srv.stop()
 
 
-def fleet(gateway: GatewayFactory, n: int, srv: FakeServer, key: str, redis_url: str) -> list[GatewayProcess]:
-    env = {"MJ_BASE_URL": srv.url, "MJ_API_KEY": key, "REDIS_URL": redis_url, "TASK_LEASE_S": str(LEASE_S),
+def fleet(gateway: GatewayFactory, n: int, srv: FakeServer, key: str, redis_url: str,
+          lease_s: float = LEASE_S) -> list[GatewayProcess]:
+    env = {"MJ_BASE_URL": srv.url, "MJ_API_KEY": key, "REDIS_URL": redis_url, "TASK_LEASE_S": str(lease_s),
            "TASK_OWNER_SECRET": "owner-secret-shared-by-the-fleet-0123456789", "PRIVATE_URL_ALLOWLIST": "127.0.0.1",
            "WEBHOOK_BACKOFF_S": "0.1"}
     yaml = "providers:\n  midjourney: {poll_interval_s: 0.2, concurrency: 16, queue_size: 64}\n"
@@ -60,23 +63,24 @@ def leases(gw: GatewayProcess) -> int:
 
 def redis_dump(url: str) -> list[bytes]:
     """Every key in Redis and every value under it (strings, hashes, sets, sorted sets, lists, streams)."""
-    r = redis.Redis.from_url(url)
+    r: Any = redis.Redis.from_url(url)
     out: list[bytes] = []
     for k in r.scan_iter(count=1000):
-        out.append(k)
         kind = r.type(k)
+        values: list[Any] = [k]
         if kind == b"string":
-            out.append(r.get(k) or b"")
+            values.append(r.get(k))
         elif kind == b"hash":
-            out += [b for kv in r.hgetall(k).items() for b in kv]
+            values += [b for kv in r.hgetall(k).items() for b in kv]
         elif kind == b"zset":
-            out += [m for m, _ in r.zrange(k, 0, -1, withscores=True)]
+            values += [m for m, _ in r.zrange(k, 0, -1, withscores=True)]
         elif kind == b"set":
-            out += list(r.smembers(k))
+            values += list(r.smembers(k))
         elif kind == b"list":
-            out += r.lrange(k, 0, -1)
+            values += r.lrange(k, 0, -1)
         elif kind == b"stream":
-            out += [repr(e).encode() for e in r.xrange(k)]
+            values += [repr(e) for e in r.xrange(k)]
+        out += [v if isinstance(v, bytes) else str(v).encode() for v in values]
     r.close()
     return out
 
@@ -191,4 +195,27 @@ def test_redis_away_is_503_and_ready_false_then_everything_resumes(gateway: Gate
         later = submit_async(b, {"model": "mj-v7", "prompt": "after the outage"})
         assert wait_task(a, later["id"], done, timeout=20)["status"] == "succeeded"
         assert state.submits == 2
+        assert_no_key_anywhere(key, redis_server.url, [a, b])
+
+
+def test_a_graceful_stop_hands_its_tasks_over_at_once_and_reload_keeps_them(gateway: GatewayFactory,
+                                                                             redis_server: Any) -> None:
+    key = new_key()
+    with mj_server(hang=True, secret=key) as (srv, state):
+        a, b = fleet(gateway, 2, srv, key, redis_server.url, lease_s=30)  # expiry cannot explain a fast takeover
+        ids = [submit_async(a, {"model": "mj-v7", "prompt": f"handed over {i}"})["id"] for i in range(4)]
+        wait_until(lambda: leases(a) == 4 and state.submits == 4, 10, what="A polling four")
+        assert b.proc is not None
+        os.kill(b.proc.pid, signal.SIGHUP)  # a hot reload on B: per process, nothing shared is touched
+        wait_until(lambda: metric(b, "gateway_config_generation").endswith(" 1.0"), 10, what="B reloaded")
+        assert metric(b, "gateway_instance").startswith('gateway_instance{instance="test-')
+        t0 = time.monotonic()
+        a.stop()  # SIGTERM: a graceful shutdown
+        assert any(line.get("msg") == "gateway stopped" for line in a.log_lines())
+        wait_until(lambda: leases(b) == 4, 10, what="B holding A's tasks")
+        assert time.monotonic() - t0 < 10  # released on the way out, not left to expire (30 s)
+        release(state)
+        for task_id in ids:
+            assert wait_task(b, task_id, done, timeout=20)["status"] == "succeeded"
+        assert state.submits == 4
         assert_no_key_anywhere(key, redis_server.url, [a, b])

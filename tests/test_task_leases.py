@@ -132,7 +132,7 @@ async def test_records_carry_no_key(redis_server: Any) -> None:
     await a.open()
     try:
         await a.save([_rec("t6", key_source="request", key_fp="f" * 64)])
-        raw = aioredis.Redis.from_url(redis_server.url)
+        raw: Any = aioredis.Redis.from_url(redis_server.url)
         dump = b"".join([await raw.hget(k, "r") or b"" for k in await raw.keys("ig:t:*")])
         await raw.aclose()
         assert b"t6" in dump and b"api_key" not in dump
