@@ -66,9 +66,10 @@ class Fleet:
             self._tasks.append(asyncio.create_task(coro))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._bg]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
         self._tasks.clear()
@@ -78,11 +79,14 @@ class Fleet:
 
     # -- leases -------------------------------------------------------------------------------------
 
-    async def _every(self, seconds: float, step: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+    async def _every(self, seconds: float, step: Callable[[], Coroutine[Any, Any, bool]], what: str) -> None:
+        """Run `step` every `seconds`; one that says there is more runs again at once."""
         while True:
             try:
-                await step()
+                more = await step()
                 self.healthy = True
+                if more:
+                    continue
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # Redis away: try again next round (nothing is lost meanwhile)
@@ -92,21 +96,30 @@ class Fleet:
             await asyncio.sleep(seconds)
 
     async def _renew_loop(self) -> None:
-        async def step() -> None:
+        async def step() -> bool:
             gone = await self.store.renew()
             if gone and self._resave is not None:
                 await self._resave(gone)
+            return False
 
         await self._every(self.renew_s, step, "renewing task leases")
 
     async def _scan_loop(self) -> None:
-        async def step() -> None:
+        async def step() -> bool:
             claimed = await self.store.claim()
             if claimed and self._take_over is not None:
                 log.info("tasks taken over", extra={"tasks": len(claimed)})
-                await self._take_over(claimed)
+                self._spawn(self._resume(claimed))  # (the leases are ours: resuming them can follow)
+            return bool(claimed)  # (a share taken: look again for what the others left)
 
         await self._every(self.scan_s, step, "scanning for unleased tasks")
+
+    async def _resume(self, claimed: Claimed) -> None:
+        assert self._take_over is not None
+        try:
+            await self._take_over(claimed)
+        except Exception:
+            log.exception("resuming tasks taken over failed", extra={"tasks": len(claimed)})
 
     # -- progress out ---------------------------------------------------------------------------------
 

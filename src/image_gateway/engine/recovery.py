@@ -69,7 +69,9 @@ class Recovery:
         resumed = waiting = 0
         now = time.time()
         host = self.host
-        for rec in sorted(records, key=lambda r: r.created):
+        for i, rec in enumerate(sorted(records, key=lambda r: r.created)):
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # thousands at once: let polls and requests run in between
             job = Job.from_record(rec)
             if rec.handle is None:
                 if rec.submit != "waiting" or rec.request is None or host is None:

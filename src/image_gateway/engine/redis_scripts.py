@@ -104,20 +104,23 @@ end
 return out
 """
 
-# ARGV: P, lease_ms, min_share, max_claims, then explicit ids (none: scan `live` for expired leases).
-# Claims each unleased task whose record exists, taking a fair share (expired / live instances) per
-# scan. Returns triples id, token, record JSON (with the cancel flag appended as a 4th: "1" or "").
+# ARGV: P, lease_ms, min_share, max_claims, tasks the caller holds, then explicit ids (none: scan `live`
+# for expired leases). Claims each unleased task whose record exists; a scan takes what brings the
+# caller up to its fair share of all tasks (live tasks / live instances), at least min_share, so the
+# survivors of a crash split its tasks in one scan each. Returns quadruples id, token, record JSON,
+# cancel flag ("1" or "").
 CLAIM = _NOW + """
-local P, lease, share, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local P, lease, share, cap, mine = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+  tonumber(ARGV[5])
 local now = now_ms()
 local ids = {}
-if #ARGV > 4 then
-  for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+if #ARGV > 5 then
+  for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
-  local due = redis.call('ZCOUNT', P .. 'live', '-inf', now)
-  if due == 0 then return {} end
+  if redis.call('ZCOUNT', P .. 'live', '-inf', now) == 0 then return {} end
   local inst = math.max(1, redis.call('ZCOUNT', P .. 'inst', now, '+inf'))
-  local n = math.min(cap, math.max(share, math.ceil(due / inst)))
+  local fair = math.ceil(redis.call('ZCARD', P .. 'live') / inst) - mine
+  local n = math.min(cap, math.max(share, fair))
   ids = redis.call('ZRANGEBYSCORE', P .. 'live', '-inf', now, 'LIMIT', 0, n)
 end
 local out = {}
@@ -143,12 +146,14 @@ end
 return out
 """
 
-# ARGV: P, then pairs id, token: each lease still ours is dropped and made due at once (a graceful
-# shutdown hands its tasks to the next scan of another process).
+# ARGV: P, instance ("" = stays), then pairs id, token: each lease still ours is dropped and made due at
+# once (a graceful shutdown hands its tasks to the next scan of another process, and leaves the count
+# of instances the fair shares are computed from).
 RELEASE = """
 local P = ARGV[1]
+if ARGV[2] ~= '' then redis.call('ZREM', P .. 'inst', ARGV[2]) end
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if redis.call('GET', P .. 'l:' .. id) == token then
     redis.call('DEL', P .. 'l:' .. id)

@@ -180,9 +180,9 @@ class RedisTaskStore:
 
     async def claim(self, ids: Sequence[str] = (), share: int = 50, cap: int = 2000
                     ) -> list[tuple[TaskRecord, bool]]:
-        """Take the lease of unleased tasks: the given ones, or (none given) a fair share of those whose
-        lease expired. Returns each claimed record and whether a cancel was asked for it."""
-        out = await self._run("CLAIM", [self.lease_ms, share, cap, *ids], "task leases")
+        """Take the lease of unleased tasks: the given ones, or (none given) of those whose lease expired,
+        up to this process's fair share. Returns each claimed record and whether a cancel was asked for it."""
+        out = await self._run("CLAIM", [self.lease_ms, share, cap, len(self.held), *ids], "task leases")
         claimed: list[tuple[TaskRecord, bool]] = []
         for i in range(0, len(out), 4):
             task_id = out[i].decode()
@@ -199,9 +199,9 @@ class RedisTaskStore:
     async def release(self, ids: Sequence[str] | None = None) -> int:
         """Give up leases (all of ours by default): the next scan of another process takes the tasks."""
         chosen = list(self.held) if ids is None else [i for i in ids if i in self.held]
-        if not chosen:
+        if not chosen and ids is not None:
             return 0
-        args: list[Any] = []
+        args: list[Any] = [self.instance if ids is None else ""]
         for task_id in chosen:
             args += [task_id, self.held.pop(task_id)]
         return int(await self._run("RELEASE", args, "task leases"))
