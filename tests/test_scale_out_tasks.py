@@ -20,7 +20,7 @@ from aiohttp import web
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
 from tests.mj_util import done, imagine_ids, mj_server, new_key, release, submit_async, wait_task
-from tests.upstreams.base import FakeServer, FakeState, recording_middleware
+from tests.upstreams.base import FakeServer, FakeState, Fault, recording_middleware
 from tests.waits import wait_until
 
 LEASE_S = 1.5
@@ -42,11 +42,11 @@ def hook() -> Iterator[FakeServer]:
 
 
 def fleet(gateway: GatewayFactory, n: int, srv: FakeServer, key: str, redis_url: str,
-          lease_s: float = LEASE_S) -> list[GatewayProcess]:
+          lease_s: float = LEASE_S, concurrency: int = 16) -> list[GatewayProcess]:
     env = {"MJ_BASE_URL": srv.url, "MJ_API_KEY": key, "REDIS_URL": redis_url, "TASK_LEASE_S": str(lease_s),
            "TASK_OWNER_SECRET": "owner-secret-shared-by-the-fleet-0123456789", "PRIVATE_URL_ALLOWLIST": "127.0.0.1",
            "WEBHOOK_BACKOFF_S": "0.1"}
-    yaml = "providers:\n  midjourney: {poll_interval_s: 0.2, concurrency: 16, queue_size: 64}\n"
+    yaml = f"providers:\n  midjourney: {{poll_interval_s: 0.2, concurrency: {concurrency}, queue_size: 64}}\n"
     return [gateway(env=env, config_yaml=yaml) for _ in range(n)]
 
 
@@ -218,4 +218,28 @@ def test_a_graceful_stop_hands_its_tasks_over_at_once_and_reload_keeps_them(gate
         for task_id in ids:
             assert wait_task(b, task_id, done, timeout=20)["status"] == "succeeded"
         assert state.submits == 4
+        assert_no_key_anywhere(key, redis_server.url, [a, b])
+
+
+def test_a_takeover_submits_what_was_never_sent_and_never_resends_a_submit_under_way(
+        gateway: GatewayFactory, redis_server: Any) -> None:
+    key = new_key()
+    with mj_server(hang=True, secret=key) as (srv, state):
+        (a,) = fleet(gateway, 1, srv, key, redis_server.url, concurrency=1)  # one upstream slot on A
+        (b,) = fleet(gateway, 1, srv, key, redis_server.url)
+        state.fail_next(Fault(delay_s=60, passthrough=True, match="/submit/imagine"))  # its answer never comes
+        unknown = submit_async(a, {"model": "mj-v7", "prompt": "maybe billed"})
+        wait_until(lambda: state.count("/submit/imagine") == 1, 10, what="the first submit upstream")
+        queued = [submit_async(a, {"model": "mj-v7", "prompt": f"queued {i}"}) for i in range(2)]
+        for q in queued:  # waiting for A's slot: never sent
+            assert wait_task(b, q["id"], lambda t: True)["status"] == "queued"
+        wait_until(lambda: leases(a) == 3, 10, what="A holding all three")
+        assert state.count("/submit/imagine") == 1
+        a.kill()
+        t = wait_task(b, unknown["id"], done, timeout=LEASE_S + 10)
+        assert t["status"] == "failed" and t["error"]["code"] == "submit_outcome_unknown", t
+        release(state)
+        for q in queued:
+            assert wait_task(b, q["id"], done, timeout=20)["status"] == "succeeded"
+        assert state.count("/submit/imagine") == 3  # nothing sent twice
         assert_no_key_anywhere(key, redis_server.url, [a, b])

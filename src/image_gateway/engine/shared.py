@@ -27,6 +27,9 @@ class SharedTasks:
         self.fleet = fleet
 
     def start(self) -> None:
+        if not self.engine.owners.configured:
+            log.warning("REDIS_URL is set but TASK_OWNER_SECRET is not: give every process the same "
+                        "TASK_OWNER_SECRET (or one DATA_DIR), else a task is found only by the process that took it")
         store = self.fleet.store
         store.on_lost = self.lost
         ledger = self.engine.ledger
