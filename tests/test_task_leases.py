@@ -138,3 +138,29 @@ async def test_records_carry_no_key(redis_server: Any) -> None:
         assert b"t6" in dump and b"api_key" not in dump
     finally:
         await a.close()
+
+
+async def test_a_write_overtaken_by_a_newer_one_is_dropped_and_a_settled_task_never_leased_again(
+        redis_server: Any) -> None:
+    a = RedisTaskStore(redis_server.url, 5, "proc-a")
+    await a.open()
+    lost: list[str] = []
+    a.on_lost = lost.extend
+    try:
+        old = _rec("t7", progress=37)
+        await a.save([old])
+        hook = {"webhook_url": "http://127.0.0.1:9/h"}
+        await a.save([_rec("t7", status="succeeded", progress=100, webhook_status="pending", **hook)])
+        await a.save([old])  # e.g. a write retried after a timeout, landing after the newer one
+        got = await a.get("t7")
+        assert got is not None and got.status == "succeeded" and a.holds("t7") and lost == []
+        token = a.held["t7"]
+        await a.save([_rec("t7", status="succeeded", progress=100, webhook_status="delivered", **hook)])
+        assert not a.holds("t7")
+        a.held["t7"] = token  # a renewal that raced the release: the settled task's lease is not taken back
+        assert await a.renew() == [] and lost == ["t7"]
+        raw: Any = aioredis.Redis.from_url(redis_server.url)
+        assert await raw.exists("ig:l:t7") == 0 and await raw.zscore("ig:live", "t7") is None
+        await raw.aclose()
+    finally:
+        await a.close()

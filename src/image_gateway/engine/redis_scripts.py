@@ -2,7 +2,7 @@
 so it is atomic (no read-modify-write across round trips) and batched (one call per poll batch).
 
 Keys, under a prefix P (default "ig:"):
-    P t:<id>    hash   r: the record (JSON, no key), f: fencing token of its last writer,
+    P t:<id>    hash   r: the record (JSON, no key), f: fencing token of its last writer, u: its updated,
                        p / s: live percent and status (written per progress change), c: "1" = cancel asked
     P l:<id>    string the poll lease: the holder's fencing token, with PX = TASK_LEASE_S
     P fence     counter fencing tokens (monotonic, never reused)
@@ -35,6 +35,8 @@ local function ours(P, id, token, lease, now)
   if cur then return 0 end
   local f = redis.call('HGET', P .. 't:' .. id, 'f')
   if f and f ~= token then return 0 end
+  -- (a record that is no longer live is finished and settled: its lease is never taken back)
+  if f and not redis.call('ZSCORE', P .. 'live', id) then return 0 end
   redis.call('SET', lk, token, 'PX', lease)
   redis.call('ZADD', P .. 'live', now + lease, id)
   if f then return 1 end
@@ -44,10 +46,12 @@ end
 
 # ARGV: P, lease_ms, then per record 8 values: id, token ("" = a new task: create its lease),
 # record JSON, status, percent, created, updated, flags ("t" terminal, "r" release the lease).
-# Returns per record its token, or "" when the write was refused (the lease is someone else's).
+# Returns per record its token, "" when the write was refused (the lease is someone else's), or "-"
+# when it is older than the stored one (a retried write that was overtaken: dropped, lease kept).
 SAVE = _NOW + _OURS + """
 local P, lease = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+local TERMINAL = {succeeded = true, failed = true, cancelled = true}
 local out = {}
 for i = 3, #ARGV, 8 do
   local id, token, rec, status, pct = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -62,10 +66,18 @@ for i = 3, #ARGV, 8 do
       ok = 1
     end
   else
-    ok = ours(P, id, token, lease, now)
+    local was = redis.call('HMGET', tk, 'f', 's', 'u')
+    if was[1] == token and ((TERMINAL[was[2]] and not TERMINAL[status])
+        or (was[3] and tonumber(was[3]) > tonumber(updated))) then
+      ok = -1
+    else
+      ok = ours(P, id, token, lease, now)
+    end
   end
-  if ok > 0 then
-    redis.call('HSET', tk, 'r', rec, 'f', token, 's', status, 'p', pct)
+  if ok == -1 then
+    out[#out + 1] = '-'
+  elseif ok > 0 then
+    redis.call('HSET', tk, 'r', rec, 'f', token, 's', status, 'p', pct, 'u', updated)
     redis.call('ZADD', P .. 'created', created, id)
     if string.find(flags, 't', 1, true) then
       redis.call('ZADD', P .. 'done', updated, id)

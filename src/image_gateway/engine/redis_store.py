@@ -68,8 +68,12 @@ class RedisTaskStore:
     # -- the TaskStore protocol -----------------------------------------------------------------------
 
     async def save(self, records: Sequence[TaskRecord]) -> None:
+        await self._save(records)
+
+    async def _save(self, records: Sequence[TaskRecord], retrying: bool = False) -> set[str]:
+        """Write; returns the ids written (not refused, not overtaken)."""
         if not records:
-            return
+            return set()
         latest = {r.id: r for r in records}  # one write per task: its newest record
         args: list[Any] = [self.lease_ms]
         for r in latest.values():
@@ -80,12 +84,19 @@ class RedisTaskStore:
         try:
             tokens = await self._run("SAVE", args)
         except Exception:
-            self._retry.update(latest)
+            for task_id, r in latest.items():  # (a retry never displaces a newer failed write)
+                if not retrying or task_id not in self._retry:
+                    self._retry[task_id] = r
             raise
         lost = []
+        written = set()
         for (task_id, r), token in zip(latest.items(), tokens, strict=True):
-            self._retry.pop(task_id, None)
+            if not retrying:
+                self._retry.pop(task_id, None)  # (anything left there is older)
             token = token.decode() if isinstance(token, bytes) else str(token)
+            if token == "-":
+                continue  # overtaken by a newer write of ours
+            written.add(task_id)
             if not token:
                 if self.held.pop(task_id, None) is not None:
                     lost.append(task_id)
@@ -97,14 +108,16 @@ class RedisTaskStore:
         if lost:
             log.warning("task lease lost; another process polls these tasks now", extra={"tasks": len(lost)})
             self.on_lost(lost)
+        return written
 
     async def retry(self) -> None:
         """Write again what failed to be written while Redis was away."""
         if self._retry:
             recs = list(self._retry.values())
-            await self.save(recs)
+            self._retry.clear()
+            written = await self._save(recs, retrying=True)
             for r in recs:
-                if r.status in TERMINAL and r.webhook_status == "pending" and r.id in self.held:
+                if r.id in written and r.status in TERMINAL and r.webhook_status == "pending" and r.id in self.held:
                     self.on_resaved(r)
 
     def forget(self, task_id: str) -> None:
