@@ -111,6 +111,12 @@ class _RuntimeCollector(Collector):
             busy.add_metric([d.route, d.label], float(d.endpoint.inflight))
         yield state
         yield busy
+        info = GaugeMetricFamily("gateway_instance", "This process (GATEWAY_INSTANCE); always 1",
+                                 labels=["instance"])
+        info.add_metric([str(rt.cfg.instance)], 1.0)
+        yield info
+        yield GaugeMetricFamily("gateway_task_leases", "Tasks this process holds the poll lease of (REDIS_URL)",
+                                value=float(getattr(rt.engine, "leases", 0)))
         yield GaugeMetricFamily("gateway_config_generation", "How many times the config was swapped since start",
                                 value=float(getattr(rt, "generation", 0)))
 

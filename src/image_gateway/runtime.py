@@ -9,7 +9,9 @@ import aiohttp
 
 from .core.settings import Config
 from .engine.engine import Engine
+from .engine.fleet import Fleet
 from .engine.host import TaskHost
+from .engine.redis_store import RedisTaskStore
 from .engine.sqlite_store import SqliteTaskStore
 from .engine.webhooks import WebhookSender
 from .media.deliver import Deliverer, new_download_session
@@ -38,7 +40,11 @@ class Runtime:
         """`tasks` makes what the engine needs from the API layer (api/tasks.py TaskService)."""
         self.started = int(time.time())
         # Async tasks: SQLite under DATA_DIR (never a key), webhooks, one poller per provider instance.
-        self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3"),
+        # With REDIS_URL, in Redis, shared by equal processes under poll leases (engine/fleet.py).
+        fleet = Fleet(RedisTaskStore(cfg.redis_url, cfg.task_lease_s, cfg.instance), cfg.task_lease_s) \
+            if cfg.redis_url else None
+        self.engine = Engine(store=SqliteTaskStore(cfg.data_dir / "tasks.sqlite3") if fleet is None else None,
+                             fleet=fleet,
                              webhooks=WebhookSender(cfg.webhook_secret, cfg.webhook_attempts, cfg.webhook_backoff_s,
                                                     policy=lambda: policy_for(self.cfg.private_url_allowlist)),
                              secrets=lambda: self.cfg.secrets(), task_ttl_s=cfg.task_ttl_s,

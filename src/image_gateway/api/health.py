@@ -44,7 +44,9 @@ async def ready(request: Request) -> Response:
     rt: Runtime = request.app.state.rt
     usable = rt.usable_providers()
     store_ok = await rt.store.check()  # (IMAGE_STORE=s3: the bucket answers; local: always)
-    ok = bool(usable) and store_ok
+    fleet = rt.engine.fleet
+    state_ok = fleet is None or await fleet.store.ping()  # shared state (REDIS_URL) answers
+    ok = bool(usable) and store_ok and state_ok
     status = 200 if ok else 503
     keys = _operator_keys(rt.cfg)
     if keys and _is_operator(request, keys):
@@ -52,6 +54,8 @@ async def ready(request: Request) -> Response:
                                   "unreachable": rt.router.unreachable_providers()}
         if rt.store.shared:
             out["image_store"] = {"kind": rt.cfg.image_store, "ok": store_ok}
+        if fleet is not None:
+            out["shared_state"] = "ok" if state_ok else "unavailable"
         body = encode(out)
     else:
         body = _READY if ok else _NOT_READY

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from ..core.types import CallContext, ImageRequest, Progress, ProviderResult
 from ..engine.jobs import Job
 from ..engine.owners import Owners
-from ..engine.store import TaskRecord
+from ..engine.store import TERMINAL, TaskRecord
 from ..errors import AuthError, GatewayError, ModelNotFound
 from ..providers.base import Provider
 from ..runtime import Runtime
@@ -152,7 +152,13 @@ async def task_events(request: Request) -> Response:
                     # else: the job ended, or an attempt failed and a retry follows (then keep watching)
             finally:
                 job.unlisten(q)
-        obj = _view(found)
+        final: Job | TaskRecord | None = found
+        if job is None and isinstance(found, TaskRecord) and rt.engine.fleet is not None \
+                and found.status not in TERMINAL:
+            async for ev in rt.engine.fleet.follow(found.id):  # polled by another process
+                yield _progress_event(found.id, ev.status, ev.percent)
+            final = await rt.engine.find(found.id)
+        obj = _view(final or found)
         yield sse.event({"type": f"image.task.{obj['status']}", "task": obj}, f"image.task.{obj['status']}")
         yield sse.DONE
 

@@ -40,7 +40,9 @@ from ..core.types import (
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout, scrub
 from ..providers.base import PollingProvider, Provider, SyncProvider
 from ..providers.base import events as provider_events
+from ..state.redis import StateUnavailable
 from .deadlines import Deadlines
+from .fleet import Fleet
 from .host import TaskHost
 from .inputs import InputStore
 from .jobs import Job
@@ -48,6 +50,7 @@ from .ledger import Ledger
 from .owners import SECRET_FILE, Owners
 from .poller import Poller, PollSettings
 from .recovery import Recovery
+from .shared import SharedTasks
 from .store import MemoryTaskStore, TaskRecord, TaskStore
 from .webhooks import WebhookSender
 
@@ -59,9 +62,9 @@ SUBMIT_GRACE_S = 5.0  # on shutdown, how long a submission under way may finish 
 class Engine:
     def __init__(self, poll_interval_s: float = 2.0, *, store: TaskStore | None = None,
                  webhooks: WebhookSender | None = None, secrets: Callable[[], list[str]] | None = None,
-                 task_ttl_s: float = 7 * 24 * 3600.0, host: TaskHost | None = None) -> None:
+                 task_ttl_s: float = 7 * 24 * 3600.0, host: TaskHost | None = None, fleet: Fleet | None = None) -> None:
         self.poll_interval_s = poll_interval_s
-        self.store: TaskStore = store if store is not None else MemoryTaskStore()
+        self.store: TaskStore = fleet.store if fleet is not None else store if store is not None else MemoryTaskStore()
         self.host = host  # without one (unit tests): results unrendered, no webhooks, no resubmission
         self.ledger = Ledger(self.store, webhooks, task_ttl_s, host.webhook_body if host is not None else None)
         self.secrets = secrets or (lambda: [])
@@ -72,6 +75,8 @@ class Engine:
         self.deadlines = Deadlines()
         self._pollers: dict[int, Poller] = {}
         self._spawn = self.ledger.spawn
+        self.fleet = fleet  # shared tasks (REDIS_URL): leases, takeover, events across processes
+        self.shared = SharedTasks(self, fleet) if fleet is not None else None
 
     # -- running a job ------------------------------------------------------------------------------
 
@@ -193,7 +198,10 @@ class Engine:
         if inputs:
             await self.inputs.put(job.id, inputs)
         self.jobs[job.id] = job
-        await self.ledger.save([job])
+        if not await self.ledger.write([job.record()]) and self.fleet is not None:
+            self.jobs.pop(job.id, None)  # not stored where every process finds it: no 202
+            self.fleet.store.forget(job.id)
+            raise StateUnavailable("an async task")
 
     async def submitting(self, job: Job) -> None:
         """Durably mark a stored task as being sent upstream, before it is (see the module docstring)."""
@@ -224,10 +232,16 @@ class Engine:
         p = self._pollers.get(id(job.provider))
         if p is None:
             p = self._pollers[id(job.provider)] = Poller(job.provider, self._dispatch, self._expired,
-                                                         self.ledger.flush)
+                                                         self._after_batch)
         interval = job.provider.poll_interval_s
         default = self.poll_interval_s if interval is None else interval
-        p.add(job, PollSettings.from_options(job.ctx.options, default))
+        # (a task taken over from another process is polled at once: its last poll is that far back)
+        p.add(job, PollSettings.from_options(job.ctx.options, default), now=self.fleet is not None and job.resumed)
+
+    async def _after_batch(self) -> None:
+        await self.ledger.flush()
+        if self.fleet is not None:
+            await self.fleet.flush()
 
     def _unpoll(self, job: Job) -> None:
         if job.provider is not None and (p := self._pollers.get(id(job.provider))) is not None:
@@ -240,6 +254,11 @@ class Engine:
         return len(self.jobs)
 
     @property
+    def leases(self) -> int:
+        """Tasks this process holds the poll lease of (shared state; 0 without)."""
+        return self.fleet.leases if self.fleet is not None else 0
+
+    @property
     def polls(self) -> int:
         return sum(p.polls for p in self._pollers.values())
 
@@ -250,8 +269,11 @@ class Engine:
             before = job.status
             # Only a status change is written: a percent is cheap to learn again from the next poll,
             # and writing every job's percent each round is what made 10,000 tasks stall the loop.
-            if job.update(out) and job.status != before:
-                self.ledger.dirty.add(job)
+            if job.update(out):
+                if self.fleet is not None:
+                    self.fleet.progress(job.id, job.status, job.progress)
+                if job.status != before:
+                    self.ledger.dirty.add(job)
         elif isinstance(out, Pending):
             job.handle = out.handle
             self.ledger.dirty.add(job)
@@ -339,7 +361,7 @@ class Engine:
     async def cancel(self, task_id: str) -> Job | TaskRecord | None:
         job = self.jobs.get(task_id)
         if job is None:
-            return await self.store.get(task_id)
+            return await self.store.get(task_id) if self.shared is None else await self.shared.cancel(task_id)
         if not job.terminal:
             err = GatewayError("The task was cancelled.", status=409, type="invalid_request_error",
                                code="task_cancelled")
@@ -363,8 +385,11 @@ class Engine:
         """Open the store; resume every unfinished task; redeliver pending webhooks."""
         self.owners.load()  # the owner secret exists from the first start on
         await self.store.open()
-        await self.recovery.recover()
-        await self.ledger.redeliver()
+        if self.shared is not None:  # shared: tasks come by lease (engine/fleet.py), none read at start
+            self.shared.start()
+        else:
+            await self.recovery.recover()
+            await self.ledger.redeliver()
         self._spawn(self._housekeeping())
 
     async def _housekeeping(self, every_s: float = 60.0) -> None:
@@ -389,4 +414,6 @@ class Engine:
         for t in runners:
             with contextlib.suppress(BaseException):
                 await t
+        if self.fleet is not None:
+            await self.fleet.stop()  # (the store releases its leases as it closes: others take over now)
         await self.ledger.close()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..errors import GatewayError
 from .jobs import Job
 from .store import TaskRecord, TaskStore
 from .webhooks import WebhookSender
@@ -30,7 +31,10 @@ class Ledger:
         self.body = body  # a webhook's body (the public task object), rendered by the API layer
         self.ttl_s = ttl_s
         self.dirty: set[Job] = set()
-        self._queue: list[tuple[list[TaskRecord], asyncio.Future[None]]] = []
+        # Whether this process may deliver a finished task's webhook (shared state: it holds its lease).
+        # (None: always; else only once the finished record is stored and the lease still ours)
+        self.may_deliver: Callable[[str], bool] | None = None
+        self._queue: list[tuple[list[TaskRecord], asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
 
@@ -39,27 +43,32 @@ class Ledger:
         self._bg.add(t)
         t.add_done_callback(self._bg.discard)
 
-    async def write(self, recs: list[TaskRecord]) -> None:
-        """Queue records for the next group commit and wait until it is done (a failed write is logged)."""
+    async def write(self, recs: list[TaskRecord]) -> bool:
+        """Queue records for the next group commit and wait until it is done; False if it failed (logged)."""
         if not recs:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((recs, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop())
-        await asyncio.shield(fut)
+        return await asyncio.shield(fut)
 
     async def _write_loop(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
             recs = [r for rs, _ in batch for r in rs]
+            ok = True
             try:
                 await self.store.save(recs)
+            except GatewayError as e:  # (shared state away: the store writes them again later)
+                ok = False
+                log.warning("task store write failed", extra={"tasks": len(recs), "error": e.code})
             except Exception:
+                ok = False
                 log.exception("task store write failed", extra={"tasks": len(recs)})
             for _, fut in batch:
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(ok)
 
     async def save(self, jobs: list[Job], running_only: bool = False) -> None:
         """Records of the jobs as they are now, written in order with everything else queued."""
@@ -77,8 +86,8 @@ class Ledger:
         if job.webhook_url and self.webhooks is not None and self.body is not None:
             job.webhook_status = "pending"
         rec = job.record()
-        await self.write([rec])  # queued at once: a caller that goes away does not lose the record
-        if job.webhook_status == "pending":
+        ok = await self.write([rec])  # queued at once: a caller that goes away does not lose the record
+        if job.webhook_status == "pending" and (self.may_deliver is None or (ok and self.may_deliver(rec.id))):
             self.spawn(self.deliver(rec))
 
     async def deliver(self, rec: TaskRecord) -> None:

@@ -25,6 +25,12 @@ class Owners:
     def __init__(self, path: Path | None = None, secret: str | None = None) -> None:
         self.path = path  # None (and no secret): an ephemeral secret, for tests and memory-only stores
         self._secret: bytes | None = secret.encode() if secret else None
+        self._configured = bool(secret)
+
+    @property
+    def configured(self) -> bool:
+        """The secret was given (TASK_OWNER_SECRET), not generated into this process's DATA_DIR."""
+        return self._configured
 
     def load(self) -> None:
         """Read (or create) the secret file; a no-op when the secret is configured or already loaded."""

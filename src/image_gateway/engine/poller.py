@@ -106,8 +106,11 @@ class Poller:
         self._tick = float("inf")  # seconds between rounds: the smallest interval among the entries
         self.polls = 0  # provider.poll calls made (for tests and metrics)
 
-    def add(self, job: Job, settings: PollSettings) -> None:
-        self.entries[job.id] = _Entry(job, settings, asyncio.get_running_loop().time())
+    def add(self, job: Job, settings: PollSettings, now: bool = False) -> None:
+        """Poll `job` from the next tick on (`now`: at that tick, else one interval later)."""
+        entry = self.entries[job.id] = _Entry(job, settings, asyncio.get_running_loop().time())
+        if now:
+            entry.due = entry.since
         self._tick = min(self._tick, settings.interval_s)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"poller-{self.provider.name}")

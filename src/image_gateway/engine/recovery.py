@@ -28,7 +28,7 @@ from .host import TaskHost
 from .inputs import InputStore
 from .jobs import Job
 from .ledger import Ledger
-from .store import TaskStore
+from .store import TaskRecord, TaskStore
 
 log = logging.getLogger("image_gateway.engine")
 
@@ -59,12 +59,19 @@ class Recovery:
         self.fail, self.watch = fail, watch
 
     async def recover(self) -> None:
+        await self.adopt(await self.store.unfinished())
+        await self.inputs().sweep({j.id for j in self.jobs.values() if j.request is not None})
+
+    async def adopt(self, records: list[TaskRecord], message: str = "tasks recovered") -> None:
+        """Pick up unfinished records (after a restart, or taken over from a process that died)."""
         lost: list[Job] = []
         queued: list[Job] = []
         resumed = waiting = 0
         now = time.time()
         host = self.host
-        for rec in sorted(await self.store.unfinished(), key=lambda r: r.created):
+        for i, rec in enumerate(sorted(records, key=lambda r: r.created)):
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # thousands at once: let polls and requests run in between
             job = Job.from_record(rec)
             if rec.handle is None:
                 if rec.submit != "waiting" or rec.request is None or host is None:
@@ -90,13 +97,12 @@ class Recovery:
                 waiting += 1
         for job in lost:
             await self.ledger.finished(job)  # stored, and its webhook told
-        await self.inputs().sweep({j.id for j in self.jobs.values() if j.request is not None})
         for job in queued:
             assert host is not None
             host.submit(job, None)
         if resumed or waiting or lost or queued:
-            log.info("tasks recovered", extra={"resumed": resumed, "submitted": len(queued),
-                                               "waiting_for_key": waiting, "lost": len(lost)})
+            log.info(message, extra={"resumed": resumed, "submitted": len(queued), "waiting_for_key": waiting,
+                                     "lost": len(lost)})
 
     def resume(self, job: Job, key: str | None, keys: object) -> bool:
         """A task waiting for its caller's key gets it (the API layer checked it is the task's owner and

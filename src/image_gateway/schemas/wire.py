@@ -142,6 +142,7 @@ class Ready(msgspec.Struct):
     providers: list[str] = msgspec.field(default_factory=list)
     unreachable: list[str] = msgspec.field(default_factory=list)
     image_store: ImageStoreState | None = None  # with IMAGE_STORE=s3
+    shared_state: str | None = None  # with REDIS_URL: "ok" or "unavailable"
 
 
 class Reloaded(msgspec.Struct):
