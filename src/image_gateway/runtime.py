@@ -20,6 +20,9 @@ from .providers.http import new_session
 from .routing.deployments import Pool
 from .routing.limits import Limiter
 from .routing.router import Router
+from .routing.shared_health import HealthSync
+from .routing.shared_limits import SharedLimiter
+from .state.redis import close_shared, shared_client
 
 
 class Runtime:
@@ -38,6 +41,13 @@ class Runtime:
         self.router = Router(cfg, Pool(cfg), self.engine)
         self.generation = 0  # config swaps since start
         self.limiter = Limiter()
+        # REDIS_URL: rate limits and breaker state shared by every process (routing/shared_*.py).
+        self.shared_limiter: SharedLimiter | None = None
+        self.health_sync: HealthSync | None = None
+        if cfg.redis_url:
+            client = shared_client(cfg.redis_url)
+            self.shared_limiter = SharedLimiter(client, cfg.task_lease_s)
+            self.health_sync = self.router.pool.sync = HealthSync(client, lambda: self.router.pool)
         self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
@@ -72,3 +82,8 @@ class Runtime:
             await self._download.close()
         if self._enhance is not None:
             await self._enhance.close()
+        if self.health_sync is not None:
+            await self.health_sync.close()
+        if self.shared_limiter is not None:
+            await self.shared_limiter.close()
+        await close_shared()
