@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import redis
 
 from tests.services import RedisServer
@@ -14,26 +16,25 @@ def client(server: RedisServer) -> redis.Redis:
 def everything(server: RedisServer) -> list[bytes]:
     """Every key and every value in the database, each as bytes (strings, hashes, sets, zsets, lists)."""
     r = client(server)
-    out: list[bytes] = []
+    out: list[Any] = []
     for key in r.scan_iter(count=500):
         out.append(key)
         kind = r.type(key)
         if kind == b"string":
-            out.append(r.get(key) or b"")
+            out.append(r.get(key))
         elif kind == b"hash":
             for f, v in r.hgetall(key).items():
                 out += [f, v]
         elif kind == b"zset":
-            out += [m for m, _ in r.zrange(key, 0, -1, withscores=True)]
+            out += [m for m, _ in cast(list[tuple[bytes, float]], r.zrange(key, 0, -1, withscores=True))]
         elif kind == b"set":
             out += list(r.smembers(key))
         elif kind == b"list":
             out += r.lrange(key, 0, -1)
         elif kind == b"stream":
-            for _id, fields in r.xrange(key):
-                for f, v in fields.items():
-                    out += [f, v]
-    return out
+            for _id, fields in cast(list[tuple[bytes, dict[bytes, bytes]]], r.xrange(key)):
+                out += [*fields.keys(), *fields.values()]
+    return [x if isinstance(x, bytes) else str(x).encode() for x in out if x is not None]
 
 
 def assert_absent(server: RedisServer, *secrets: str) -> None:
