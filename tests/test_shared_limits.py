@@ -150,7 +150,7 @@ def test_concurrency_slots_are_global_and_a_killed_process_gives_its_slot_back(
 def test_a_breaker_opened_by_one_process_is_honoured_by_another(gateway: GatewayFactory, fakes: list[FakeServer],
                                                                 redis_server: RedisServer) -> None:
     a, *_ = fakes
-    yaml = _yaml(a).replace("retries: 0", "retries: 0, cooldown_failures: 2, cooldown_s: 3")
+    yaml = _yaml(a).replace("retries: 0", "retries: 0, cooldown_failures: 2, cooldown_s: 6")  # (room to start a third)
     first, second = (gateway(_env(redis_server), config_yaml=yaml) for _ in range(2))
     body = {"model": "gpt-image-1", "prompt": "x"}
     a.state.fail_next(fake_openai.server_error(), fake_openai.server_error())
@@ -162,7 +162,7 @@ def test_a_breaker_opened_by_one_process_is_honoured_by_another(gateway: Gateway
     assert a.state.count("/images") == 2  # the second process never sent to the dead upstream
 
     # The first process's probe succeeds after the cooldown: the second closes its breaker too.
-    wait_until(lambda: post(first, body, _auth(KEY_A)).status_code == 200, timeout=10, interval=0.2,
+    wait_until(lambda: post(first, body, _auth(KEY_A)).status_code == 200, timeout=15, interval=0.2,
                what="the probe to succeed")
     wait_until(lambda: _deployment(second, "gpt-image-1")["state"] == "closed", timeout=5, interval=0.05,
                what="the other process to close its breaker")
