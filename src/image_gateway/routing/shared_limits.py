@@ -2,8 +2,9 @@
 
 The same rules as routing/limits.py's in-memory Limiter (a token bucket of `rpm` tokens refilled at
 rpm/60 per second; a count of requests in flight), decided by one Lua script per request, so the
-check and the update are one atomic step for every process. The script reads Redis's own clock
-(TIME), so processes on machines whose clocks disagree still share one bucket.
+check and the update are one atomic step for every process. It reads Redis's own clock (TIME), so
+processes on machines whose clocks disagree still share one bucket. It goes over state/resp.py's
+pipelined connection: a request waits on it, and redis-py would cost as much CPU as the request.
 
 A concurrency slot is a member of a sorted set scored with its expiry: this process renews its
 slots every lease/3 while their requests run, so a process that dies gives its slots back within
@@ -20,11 +21,11 @@ import itertools
 import logging
 import os
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..core.settings import KeyLimit
 from ..state.redis import guarded
+from ..state.resp import FastConnection
 
 log = logging.getLogger("image_gateway.routing")
 
@@ -32,7 +33,7 @@ PREFIX = "igw:rl:"
 
 # KEYS: bucket hash, slots zset. ARGV: rpm, concurrent, slot id, lease ms.
 # Returns {0, 0} (admitted; a slot taken when concurrent > 0), {1, wait ms} (concurrent), {2, wait ms} (rpm).
-_ACQUIRE = """
+_ACQUIRE = b"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm = tonumber(ARGV[1])
@@ -65,7 +66,7 @@ return {0, 0}
 """
 
 # KEYS: slot zsets; ARGV: lease ms, then one slot id per key. Pushes each held slot's expiry out.
-_RENEW = """
+_RENEW = b"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[1])
@@ -80,11 +81,9 @@ return #KEYS
 class SharedLimiter:
     """`acquire` / `release` like routing/limits.py's Limiter, but async and global (see above)."""
 
-    def __init__(self, client: aioredis.Redis, lease_s: float) -> None:
-        self.r = client
+    def __init__(self, url: str, lease_s: float) -> None:
+        self.r = FastConnection(url)
         self.lease_s = lease_s
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
         self._ids = itertools.count()
         self._me = os.urandom(6).hex()  # this process, in slot ids
         self.held: dict[str, tuple[bytes, bytes]] = {}  # slot id → (zset key, member)
@@ -96,7 +95,8 @@ class SharedLimiter:
         slot = f"{self._me}:{next(self._ids)}" if lim.concurrent else ""
         keys = (f"{PREFIX}{{{fp}}}:b", f"{PREFIX}{{{fp}}}:c")
         async with guarded("rate-limited requests"):
-            verdict, wait_ms = await self._acquire(keys, (lim.rpm, lim.concurrent, slot, int(self.lease_s * 1000)))
+            verdict, wait_ms = await self.r.evalsha(_ACQUIRE, keys, (lim.rpm, lim.concurrent, slot,
+                                                                     int(self.lease_s * 1000)))
         if verdict == 1:
             return "concurrent", wait_ms / 1000.0, None
         if verdict == 2:
@@ -115,7 +115,7 @@ class SharedLimiter:
         if held is None:
             return
         try:
-            await self.r.zrem(held[0], held[1])
+            await self.r.call(b"ZREM", *held)
         except (RedisError, OSError):  # Redis gone: the slot's lease runs out by itself
             log.warning("could not give back a concurrency slot in Redis; it expires within its lease",
                         extra={"lease_s": self.lease_s})
@@ -127,9 +127,11 @@ class SharedLimiter:
             if not held:
                 break
             with contextlib.suppress(RedisError, OSError):  # a miss: the next round makes up for it
-                await self._renew([k for k, _ in held], [int(self.lease_s * 1000), *(m for _, m in held)])
+                await self.r.evalsha(_RENEW, tuple(k for k, _ in held),
+                                     (int(self.lease_s * 1000), *(m for _, m in held)))
 
     async def close(self) -> None:
+        self.r.close()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
