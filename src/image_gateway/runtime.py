@@ -46,7 +46,7 @@ class Runtime:
         self.health_sync: HealthSync | None = None
         if cfg.redis_url:
             client = shared_client(cfg.redis_url)
-            self.shared_limiter = SharedLimiter(cfg.redis_url, cfg.task_lease_s)
+            self.shared_limiter = SharedLimiter(cfg.redis_url, cfg.task_lease_s, self.engine.owners.of)
             self.health_sync = self.router.pool.sync = HealthSync(client, lambda: self.router.pool)
         self.store = LocalImageStore(cfg.data_dir / "images", cfg.image_ttl_s)
         self._download: aiohttp.ClientSession | None = None

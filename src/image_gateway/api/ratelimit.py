@@ -87,7 +87,7 @@ async def _shared(app: ASGIApp, scope: Scope, receive: Receive, send: Send, rt: 
         return
     shared: SharedLimiter = rt.shared_limiter
     try:
-        reason, wait, slot = await shared.acquire(rt.engine.owners.of(who), lim)
+        reason, wait, slot = await shared.acquire(who, lim)
     except StateUnavailable as e:
         metrics.RATE_LIMITED.labels("state_unavailable").inc()
         body = encode(e.body())

@@ -20,12 +20,13 @@ import contextlib
 import itertools
 import logging
 import os
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
 from ..core.settings import KeyLimit
 from ..state.redis import guarded
-from ..state.resp import FastConnection
+from ..state.resp import FastConnection, encode, sha1
 
 log = logging.getLogger("image_gateway.routing")
 
@@ -81,32 +82,49 @@ return #KEYS
 class SharedLimiter:
     """`acquire` / `release` like routing/limits.py's Limiter, but async and global (see above)."""
 
-    def __init__(self, url: str, lease_s: float) -> None:
+    def __init__(self, url: str, lease_s: float, fingerprint: Callable[[str], str]) -> None:
         self.r = FastConnection(url)
         self.lease_s = lease_s
+        self._lease_ms = int(lease_s * 1000)
+        self.fingerprint = fingerprint  # a caller's keyed fingerprint (engine/owners.py): what Redis sees
+        self._callers: dict[str, tuple[KeyLimit, tuple[bytes, bytes], bytes]] = {}
         self._ids = itertools.count()
         self._me = os.urandom(6).hex()  # this process, in slot ids
         self.held: dict[str, tuple[bytes, bytes]] = {}  # slot id → (zset key, member)
         self._renewer: asyncio.Task[None] | None = None
 
-    async def acquire(self, fp: str, lim: KeyLimit) -> tuple[str | None, float, str | None]:
+    async def acquire(self, who: str, lim: KeyLimit) -> tuple[str | None, float, str | None]:
         """(None, 0, slot) when admitted (slot: to release, None without a concurrency limit), else
         (reason, seconds to wait, None). Raises StateUnavailable when Redis cannot be reached."""
+        known = self._callers.get(who)
+        if known is None or known[0] is not lim:
+            known = self._learn(who, lim)
+        _, keys, prepared = known
         slot = f"{self._me}:{next(self._ids)}" if lim.concurrent else ""
-        keys = (f"{PREFIX}{{{fp}}}:b", f"{PREFIX}{{{fp}}}:c")
         async with guarded("rate-limited requests"):
-            verdict, wait_ms = await self.r.evalsha(_ACQUIRE, keys, (lim.rpm, lim.concurrent, slot,
-                                                                     int(self.lease_s * 1000)))
+            verdict, wait_ms = await self.r.evalsha(_ACQUIRE, keys, (lim.rpm, lim.concurrent, slot, self._lease_ms),
+                                                    None if slot else prepared)
         if verdict == 1:
             return "concurrent", wait_ms / 1000.0, None
         if verdict == 2:
             return "rpm", wait_ms / 1000.0, None
         if not slot:
             return None, 0.0, None
-        self.held[slot] = (keys[1].encode(), slot.encode())
+        self.held[slot] = (keys[1], slot.encode())
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_forever())
         return None, 0.0, slot
+
+    def _learn(self, who: str, lim: KeyLimit) -> tuple[KeyLimit, tuple[bytes, bytes], bytes]:
+        """A caller's Redis keys (named by its fingerprint) and, without a slot, its whole EVALSHA, made
+        once (memory only, like routing/limits.py's buckets, and bounded like them)."""
+        if len(self._callers) >= 10_000:
+            self._callers.clear()
+        fp = self.fingerprint(who)
+        keys = (f"{PREFIX}{{{fp}}}:b".encode(), f"{PREFIX}{{{fp}}}:c".encode())
+        prepared = encode((b"EVALSHA", sha1(_ACQUIRE), 2, *keys, lim.rpm, lim.concurrent, "", self._lease_ms))
+        known = self._callers[who] = (lim, keys, prepared)
+        return known
 
     async def release(self, slot: str | None) -> None:
         if slot is None:
