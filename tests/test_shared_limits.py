@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
@@ -238,3 +240,21 @@ def test_redis_down_gives_503_to_what_needs_it_and_plain_requests_go_on(
                what="the gateway to reach Redis again")
     assert post(gw, body, _auth(KEY_B, **{"Idempotency-Key": "after"})).status_code == 200
     _no_leaks(redis_server, gw)
+
+
+def test_a_password_and_database_in_redis_url_are_used_and_never_logged(
+        gateway: GatewayFactory, fakes: list[FakeServer], tmp_path: Path) -> None:
+    a, *_ = fakes
+    password = "redis-pass-0123456789abcdef"
+    server = RedisServer(tmp_path / "redis-auth", password=password).start()
+    try:
+        url = server.url.removesuffix("/0") + "/2"
+        yaml = _yaml(a, "limits:\n  keys:\n    - {key: '${LIMITED_KEY}', rpm: 1}\n")
+        gw = gateway({**_env(server, LIMITED_KEY=KEY_A), "REDIS_URL": url}, config_yaml=yaml)
+        body = {"model": "gpt-image-1", "prompt": "x"}
+        assert [post(gw, body, _auth(KEY_A)).status_code for _ in range(2)] == [200, 429]
+        r = redis.Redis.from_url(url, socket_timeout=5)
+        assert any(k.startswith(b"igw:rl:") for k in r.scan_iter())  # in database 2, behind AUTH
+        gw.assert_secret_absent(password, KEY_A, UPSTREAM_KEY)
+    finally:
+        server.stop()
