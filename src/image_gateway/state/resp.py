@@ -2,15 +2,15 @@
 
 redis-py's asyncio client costs ~120-200 µs of CPU per command here (a pooled connection checked out
 and back, retry and tracing wrappers, its parser): as much as the rest of a gateway request. This
-connection is an asyncio Protocol that writes each command at once and matches replies to callers in
-order (Redis answers in order), so concurrent requests share one socket and a command costs a few
+connection is an asyncio Protocol that writes the commands of one loop turn together and matches
+replies to callers in order (Redis answers in order), so concurrent requests share one socket and a command costs a few
 microseconds of our own code. Everything else (idempotency, breaker messages, tasks) uses redis-py
 (state/redis.py); this is only for the per-request path.
 
 Errors are redis-py's exception classes, so `guarded()` turns them into StateUnavailable. A command
-unanswered after COMMAND_TIMEOUT_S fails (with every other one waiting on that connection, which is
-then closed); the next command reconnects. URLs as REDIS_URL: redis://, rediss:// (TLS), unix://,
-with a username/password and a database number.
+unanswered after COMMAND_TIMEOUT_S, on a connection Redis has sent nothing on for as long, fails (with
+every other one waiting on it, and it is closed); the next command reconnects. URLs as REDIS_URL:
+redis://, rediss:// (TLS), unix://, with a username/password and a database number.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class _Protocol(asyncio.Protocol):
         self.parser = _Parser()
         self.out: list[bytes] = []  # commands not yet written (flushed once per loop turn)
         self.lost = False
+        self.heard = 0.0  # loop time of the last bytes from Redis
 
     def flush(self) -> None:
         if self.out and self.transport is not None and not self.lost:
@@ -119,6 +120,7 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # (uvloop's TCPTransport is not a subclass)
 
     def data_received(self, data: bytes) -> None:
+        self.heard = asyncio.get_running_loop().time()
         self.parser.feed(data)
         while self.waiting:
             reply = self.parser.next()
@@ -188,7 +190,9 @@ class FastConnection:
         if proto is None or not proto.waiting:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - proto.waiting[0][1] > COMMAND_TIMEOUT_S:
+        now = loop.time()
+        # Silent for that long too: a loop that was merely slow to read a reply is not a dead Redis.
+        if now - proto.waiting[0][1] > COMMAND_TIMEOUT_S and now - proto.heard > COMMAND_TIMEOUT_S:
             proto.fail(RedisTimeoutError("Redis did not answer in time"))
             return
         self._watchdog = loop.call_later(COMMAND_TIMEOUT_S / 4, self._watch)
