@@ -14,6 +14,8 @@ difference ÷ the extra requests is the cost of one request, start-up excluded. 
   no-router  respond() calls the provider directly: no router/engine (retries, fallbacks,
              cooldowns, deadlines, attempt metrics)
   parse-only answers right after authenticating and parsing the body (no upstream call)
+  limit-mem  the gateway with a per-key rpm limit on the bench key, counted in memory (default mode)
+  limit-redis  the same limit with REDIS_URL (a redis-server of its own; its work is not counted here)
 
 Time-based work (the access log's 250 ms flush, the deadline sweeper's 0.1 s tick) is counted
 per wall second, and everything runs ~50× slower under valgrind, so those shares are overstated.
@@ -36,7 +38,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-VARIANTS = ("minimal", "gateway", "no-log", "no-router", "parse-only")
+VARIANTS = ("minimal", "gateway", "no-log", "no-router", "parse-only", "limit-mem", "limit-redis")
 BODY = b'{"model":"gpt-image-1","prompt":"a red fox"}'
 GATEWAY_KEY = "gw-bench-key"
 CONCURRENCY = 32
@@ -51,6 +53,13 @@ def build_app(variant: str, upstream: str) -> Any:
                        "LOG_LEVEL": "WARNING"})
     if variant == "no-log":
         os.environ["ACCESS_LOG"] = "false"
+    if variant.startswith("limit-"):
+        cfg = Path(tempfile.mkdtemp(prefix="cost-cfg-")) / "gateway.yaml"
+        cfg.write_text("limits:\n  keys:\n    - {key: '${BENCH_LIMIT_KEY}', rpm: 100000000}\n")
+        os.environ.update({"GATEWAY_CONFIG": str(cfg), "BENCH_LIMIT_KEY": GATEWAY_KEY, "CONFIG_WATCH": "0"})
+        if variant == "limit-redis":
+            os.environ.update({"REDIS_URL": os.environ["COST_REDIS_URL"],
+                               "TASK_OWNER_SECRET": "bench-owner-secret-0123456789abcdef"})
     from image_gateway.api import images
     from image_gateway.app import create_app
 
@@ -167,7 +176,16 @@ def main() -> int:
 
     from servers import start_fake_upstream
 
-    fake = start_fake_upstream(Path(tempfile.mkdtemp(prefix="cost-breakdown-")), procs=1)
+    work = Path(tempfile.mkdtemp(prefix="cost-breakdown-"))
+    fake = start_fake_upstream(work, procs=1)
+    redis = None
+    if "limit-redis" in args.variants:
+        from servers import free_port
+
+        port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", str(work)], stdout=subprocess.DEVNULL)
+        os.environ["COST_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     try:
         upstream = f"http://127.0.0.1:{fake.port}/v1"
         per: dict[str, float] = {}
@@ -176,6 +194,8 @@ def main() -> int:
             print(f"{v:11} {per[v]:10,.0f} instructions per request", flush=True)
     finally:
         fake.stop()
+        if redis is not None:
+            redis.terminate()
     if {"gateway", "minimal"} <= per.keys():
         gw = per["gateway"]
         print(f"\ngateway's own work: {gw - per['minimal']:,.0f} per request "

@@ -20,6 +20,7 @@ from .api import admin, admin_tasks, chat, health, images, models, tasks, web
 from .api.cors import CORS
 from .api.errors import error_body, gateway_error_handler, http_error_handler
 from .api.idempotency import IdempotencyStore
+from .api.idempotency_redis import RedisIdempotencyStore
 from .api.middleware import Handler, RequestContext
 from .api.ratelimit import RateLimitMiddleware
 from .config import load_config
@@ -28,6 +29,7 @@ from .errors import GatewayError
 from .logs import flush_logging, setup_logging
 from .reload import Reloader
 from .runtime import Runtime
+from .state.redis import shared_client
 
 log = logging.getLogger("image_gateway")
 
@@ -43,7 +45,12 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
 def build_app(cfg: Config) -> RequestContext:
     rt = Runtime(cfg, tasks=tasks.TaskService)
     reloader = Reloader(rt)
-    idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")  # Idempotency-Key answers (API-level)
+    idempotency: IdempotencyStore | RedisIdempotencyStore  # Idempotency-Key answers (API-level)
+    if cfg.redis_url:  # one answer across every process (api/idempotency_redis.py)
+        idempotency = RedisIdempotencyStore(shared_client(cfg.redis_url), cfg.task_lease_s,
+                                            lambda: rt.cfg.job_deadline_s + 30)
+    else:
+        idempotency = IdempotencyStore(cfg.data_dir / "idempotency.sqlite3")
     metrics.bind(rt)
 
     @contextlib.asynccontextmanager
@@ -55,6 +62,8 @@ def build_app(cfg: Config) -> RequestContext:
         await rt.engine.start()  # open the task store, resume unfinished tasks
         await rt.probe()  # self-hosted upstreams' readiness, then re-probed in the background
         prober = asyncio.create_task(rt.probe_forever())
+        if rt.health_sync is not None:
+            rt.health_sync.start()  # REDIS_URL: breaker changes from the other processes
         gc_tuning.tune(cfg.gc_gen0_threshold)  # last: everything long-lived exists now
         log.info("gateway ready", extra={"listen": f"{cfg.host}:{cfg.port}", "routes": len(cfg.routes),
                                          "usable_providers": rt.usable_providers()})

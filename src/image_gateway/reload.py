@@ -7,7 +7,7 @@ router policy, provider settings and keys, deployments, gateway keys, admin key,
 A new file is validated whole first; an invalid one is rejected, logged and returned to the
 caller, and the running config stays. Requests in flight finish on the Router they started
 with; upstream sessions the new config no longer uses are closed once those have drained.
-Needing a restart: host, port, data_dir, CORS, log level, access log, image store settings.
+Needing a restart: host, port, data_dir, CORS, log level, access log, image store settings, shared state.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from .runtime import Runtime
 log = logging.getLogger("image_gateway.reload")
 _RESTART_ONLY = ("host", "port", "data_dir", "cors_origins", "log_level", "access_log", "image_ttl_s",
                  "max_body_bytes", "download_max_bytes", "download_timeout_s", "public_base_url",
-                 "image_store", "s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_public_base_url")
+                 "image_store", "s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_public_base_url",
+                 "redis_url", "task_lease_s")
 
 
 class Reloader:

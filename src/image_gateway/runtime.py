@@ -25,7 +25,9 @@ from .routing.deployments import Pool
 from .routing.limits import Limiter
 from .routing.probes import probe_all, probe_forever
 from .routing.router import Router
-from .state.redis import connect
+from .routing.shared_health import HealthSync
+from .routing.shared_limits import SharedLimiter
+from .state.redis import close_shared, shared_client
 
 
 def image_store_for(cfg: Config) -> ImageStore:
@@ -55,9 +57,16 @@ class Runtime:
         self.router = Router(cfg, Pool(cfg), self.engine)
         self.generation = 0  # config swaps since start
         self.limiter = Limiter()
+        # REDIS_URL: rate limits and breaker state shared by every process (routing/shared_*.py).
+        self.shared_limiter: SharedLimiter | None = None
+        self.health_sync: HealthSync | None = None
+        if cfg.redis_url:
+            client = shared_client(cfg.redis_url)
+            self.shared_limiter = SharedLimiter(cfg.redis_url, cfg.task_lease_s, self.engine.owners.of)
+            self.health_sync = self.router.pool.sync = HealthSync(client, lambda: self.router.pool)
         self.store = image_store_for(cfg)
         # (a shared bucket is swept by one process at a time, under a Redis lock when REDIS_URL is set)
-        self._sweep_redis = connect(cfg.redis_url) if cfg.redis_url and self.store.shared else None
+        self._sweep_redis = shared_client(cfg.redis_url) if cfg.redis_url and self.store.shared else None
         self.sweeper = Sweeper(self.store, self._sweep_redis, instance=cfg.instance)
         self._download: aiohttp.ClientSession | None = None
         self._enhance: aiohttp.ClientSession | None = None  # prompt-enhancement LLM, one pooled session
@@ -93,9 +102,7 @@ class Runtime:
         await probe_forever(lambda: self.router.pool, self.cfg.probe_interval_s)
 
     async def close(self) -> None:
-        await self.sweeper.release()
-        if self._sweep_redis is not None:
-            await self._sweep_redis.aclose()
+        await self.sweeper.release()  # (its Redis client is the shared one: close_shared() below)
         await self.store.close()
         await self.engine.close()
         await self.router.pool.close()
@@ -103,3 +110,8 @@ class Runtime:
             await self._download.close()
         if self._enhance is not None:
             await self._enhance.close()
+        if self.health_sync is not None:
+            await self.health_sync.close()
+        if self.shared_limiter is not None:
+            await self.shared_limiter.close()
+        await close_shared()

@@ -10,8 +10,8 @@ Only requests that carry the header pay for any of this; nothing of a key is sto
 named by a hash of the caller's owner fingerprint, a keyed HMAC of its key, and the
 Idempotency-Key), and one caller's rows are never another's.
 
-Not covered: two worker processes receiving the same key while the first is still running
-each run it (the running map is per process).
+Not covered here: two worker processes receiving the same key while the first is still running
+each run it (the running map is per process). With REDIS_URL, api/idempotency_redis.py covers it.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from ..runtime import Runtime
 from ..schemas.responses import encode
 from .body import header
 from .idempotency import IdempotencyStore, Stored, key_id
+from .idempotency_redis import RedisIdempotencyStore
 from .owner import fingerprint as owner_of
 
 _KEEP = ("content-type", "x-gateway-model", "x-gateway-provider", "retry-after")
@@ -57,7 +58,7 @@ async def idempotent(request: Request, rt: Runtime, req: ImageRequest, key: str,
         return Stored(fp, e.status, {"content-type": "application/json", **e.headers}, encode(e.body()))
 
     try:
-        store: IdempotencyStore = request.app.state.idempotency
+        store: IdempotencyStore | RedisIdempotencyStore = request.app.state.idempotency
         stored, how = await store.run(key_id(owner_of(request, rt), key), fp, rt.cfg.router.idempotency_ttl_s,
                                       run, render)
     except GatewayError as e:

@@ -4,7 +4,8 @@ Counted per gateway key; when the gateway has no keys, per the caller's own bear
 key, else per client address. Only POSTs under /v1/ count (image and chat calls, task
 submissions); reads such as GET /v1/models and task polling do not. A request holds its
 concurrency slot until its response (stream included) has been sent. The counting itself is
-routing/limits.py's Limiter (one per Runtime).
+routing/limits.py's Limiter (one per Runtime); with REDIS_URL, routing/shared_limits.py's
+SharedLimiter, one limit across every gateway process (a key with no limit makes no Redis call).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import metrics
 from ..core.settings import KeyLimit
 from ..routing.limits import Limiter
+from ..routing.shared_limits import SharedLimiter
 from ..schemas.responses import encode
+from ..state.redis import StateUnavailable
 
 
 def _caller(scope: Scope, gateway_keys: frozenset[str]) -> str | None:
@@ -63,6 +66,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         lim = limits.for_key(who)
+        if rt.shared_limiter is not None:
+            await _shared(self.app, scope, receive, send, rt, who, lim)
+            return
         limiter: Limiter = rt.limiter
         reason, wait = limiter.acquire(who, lim, time.monotonic())
         if reason is not None:
@@ -72,6 +78,31 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             limiter.release(who)
+
+
+async def _shared(app: ASGIApp, scope: Scope, receive: Receive, send: Send, rt: Any, who: str,
+                  lim: KeyLimit) -> None:
+    if not (lim.rpm or lim.concurrent):
+        await app(scope, receive, send)
+        return
+    shared: SharedLimiter = rt.shared_limiter
+    try:
+        reason, wait, slot = await shared.acquire(who, lim)
+    except StateUnavailable as e:
+        metrics.RATE_LIMITED.labels("state_unavailable").inc()
+        body = encode(e.body())
+        await send({"type": "http.response.start", "status": e.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1")]})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if reason is not None:
+        await _refuse(send, reason, wait, lim)
+        return
+    try:
+        await app(scope, receive, send)
+    finally:
+        await shared.release(slot)
 
 
 async def _refuse(send: Send, reason: str, wait_s: float, lim: KeyLimit) -> None:

@@ -135,7 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
       "idempotency, rate limits, breakers. Unset = SQLite under DATA_DIR (one process per folder).",
       "Shared state", example="redis://127.0.0.1:6379/0", default=None),
     S("task_lease_s", "TASK_LEASE_S", "state.task_lease_s", "float",
-      "How long a process's claim on polling a task lasts without renewal (REDIS_URL).", "Shared state"),
+      "How long a process's claim lasts without renewal (REDIS_URL): polling a task, an Idempotency-Key "
+      "being answered, a concurrency slot.", "Shared state"),
     S("image_store", "IMAGE_STORE", "images.store", "str", "Where hosted images live: local (DATA_DIR) or s3.",
       "Image store"),
     S("s3_bucket", "S3_BUCKET", "images.s3_bucket", "str", "Bucket for IMAGE_STORE=s3.", "Image store",

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from ..state.redis import connect, guarded
+from ..state.redis import FLEET_CLIENT_NAME, connect, guarded
 from . import redis_scripts as lua
 from .store import TERMINAL, TaskRecord
 
@@ -47,7 +47,7 @@ class RedisTaskStore:
 
     async def open(self) -> None:
         if self.client is None:
-            self.client = connect(self.url)
+            self.client = connect(self.url, FLEET_CLIENT_NAME)
             for name in ("SAVE", "RENEW", "CLAIM", "RELEASE", "PROGRESS", "SWEEP"):
                 self._scripts[name] = self.client.register_script(getattr(lua, name))
 

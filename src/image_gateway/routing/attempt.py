@@ -64,6 +64,8 @@ class Attempt:
         metrics.count_attempt(self.route.name, self.dep.label, "ok", elapsed)
         if self.dep.health.success():
             log.info("deployment back in service", extra={"route": self.route.name, "deployment": self.dep.label})
+            if self.router.pool.sync is not None:  # REDIS_URL: the other processes close theirs too
+                self.router.pool.sync.closed(self.dep)
 
     def failed(self, err: GatewayError, verdict: Verdict, request_id: str, key_is_configured: bool) -> None:
         """Judges a failure for the deployment: a capacity answer pauses it (`until`; `held` when it only
@@ -83,6 +85,8 @@ class Attempt:
             # own key being rate-limited says nothing about the others, so it holds only this request.
             if key_is_configured:
                 self.until = dep.health.pause(now, after, rs.backoff_s, rs.backoff_max_s, err.again_after(0))
+                if self.router.pool.sync is not None:
+                    self.router.pool.sync.paused(dep, now, self.until, err)
             else:
                 self.until, self.held = now + (after if after is not None else rs.backoff_s), True
             after = self.until - now
@@ -98,6 +102,8 @@ class Attempt:
             "deployment": dep.label, "attempt": self.n, "status": err.status, "code": err.code,
             "ms": self.ms, "action": verdict.value, "retry_after_s": after, "capacity": err.capacity})
         if opened:
+            if self.router.pool.sync is not None:
+                self.router.pool.sync.opened(dep, rs.cooldown_s)
             metrics.COOLDOWNS.labels(self.route.name, dep.label).inc()
             log.warning("deployment cooling down", extra={"route": self.route.name, "deployment": dep.label,
                                                           "cooldown_s": rs.cooldown_s,

@@ -17,11 +17,15 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..core.settings import Config, ProviderSettings, Route
 from ..providers.base import Provider
 from ..providers.registry import PROVIDER_CLASSES
 from .health import OPEN, Health
+
+if TYPE_CHECKING:
+    from .shared_health import HealthSync
 
 log = logging.getLogger("image_gateway.routing")
 
@@ -50,6 +54,8 @@ class Pool:
     def __init__(self, cfg: Config, previous: Pool | None = None) -> None:
         self.endpoints: list[Endpoint] = []
         self.inflight = 0  # requests routed through this pool that have not ended
+        # REDIS_URL: breaker/pause changes shared with the other processes (routing/shared_health.py)
+        self.sync: HealthSync | None = previous.sync if previous else None
         old_endpoints = previous.endpoints if previous else []
         self.default: dict[str, Endpoint] = {n: self._endpoint(s, old_endpoints) for n, s in cfg.providers.items()}
         self.by_route: dict[str, list[Deployment]] = {}

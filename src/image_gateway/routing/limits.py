@@ -2,7 +2,8 @@
 caller is, the 429) is api/ratelimit.py.
 
 State is in memory, per process: with N worker processes each enforces the limit on its own
-share, so the effective limit is up to N times the configured one.
+share, so the effective limit is up to N times the configured one. With REDIS_URL,
+routing/shared_limits.py counts instead: one limit for every process.
 """
 
 from __future__ import annotations
