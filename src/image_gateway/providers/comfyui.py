@@ -49,7 +49,8 @@ from . import comfyui_wire as wire
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .http import HttpProvider, connection_error, poll_each
 from .limits import AccountLimiter
-from .selfhosted import content_type_of, image_bytes, probe_get
+from .references import caller_bytes
+from .selfhosted import content_type_of, probe_get
 
 HISTORY_WAIT_S = 5.0  # `executing: null` can come a moment before the history entry is written
 
@@ -137,9 +138,9 @@ class ComfyUIProvider(HttpProvider, StreamingProvider, PollingProvider):
         if "checkpoint" in inputs:
             values["checkpoint"] = o.checkpoint or (await self._default_checkpoint(ctx) if builtin else None)
         if req.images:
-            values["image"] = await self._upload(await image_bytes(req.images[0], ctx, "image"), ctx)
+            values["image"] = await self._upload(await caller_bytes(req.images[0], ctx, "image"), ctx)
         if req.mask is not None:
-            values["mask"] = await self._upload(await image_bytes(req.mask, ctx, "mask"), ctx)
+            values["mask"] = await self._upload(await caller_bytes(req.mask, ctx, "mask"), ctx)
         filled = wire.fill(wire.BUILTIN_GRAPH if o.graph is None else o.graph, inputs, values)
         return filled, graph.meta_of(filled, inputs, values["seed"])
 

@@ -23,13 +23,12 @@ from urllib.parse import quote
 import msgspec
 
 from ..core.types import CallContext, ImageRequest, ProviderResult
-from ..errors import InvalidRequest, UpstreamError
-from ..media.egress import STRICT
-from ..media.fetch import fetch_caller_image
+from ..errors import InvalidRequest
 from ..media.sizes import png_size
 from . import google_wire as wire
 from .base import Capabilities, RouteSpec, SyncProvider
 from .http import HttpProvider, fan_out
+from .references import caller_bytes
 
 DOWNLOAD_MAX = 20 << 20  # inline request data is capped at 20 MB upstream
 
@@ -110,13 +109,9 @@ class GoogleProvider(HttpProvider, SyncProvider):
     async def _inline_images(self, req: ImageRequest, ctx: CallContext) -> list[tuple[str, str]]:
         out = []
         for i, img in enumerate(req.images):
-            data = img.data
-            if data is None and img.url:
-                try:
-                    data = await fetch_caller_image(img.url, "image", ctx.egress or STRICT, DOWNLOAD_MAX, 60.0)
-                except UpstreamError as e:  # the caller's URL failed, not Google: a 400
-                    raise InvalidRequest(f"Could not download reference image {i + 1}: {e.message}.", param="image",
-                                         code="invalid_image_url") from None
+            if img.data is None and not img.url:
+                continue
+            data = await caller_bytes(img, ctx, "image", f"reference image {i + 1}", DOWNLOAD_MAX)
             if data:
                 out.append((_mime(data, img.content_type), base64.b64encode(data).decode()))
         return out
