@@ -1,4 +1,4 @@
-"""Automatic1111 stable-diffusion-webui API (also spoken by Forge and SD.Next): docs/protocols.md §7.
+"""Automatic1111 stable-diffusion-webui API (also spoken by Forge and SD.Next): docs/protocols.md §17.
 
 References: the web UI's wiki page "API" (github.com/AUTOMATIC1111/stable-diffusion-webui/wiki/API)
 and its source, modules/api/api.py (routes, --api-auth basic auth, the error middleware's

@@ -1,4 +1,4 @@
-"""Volcengine Ark's image generation wire format (docs/protocols.md, "Volcengine Ark"): request bodies,
+"""Volcengine Ark's image generation wire format (docs/protocols.md §12, "Volcengine Ark"): request bodies,
 size fitting per model family, answers, the SSE events of a streamed set, and Ark's error codes.
 
 Kept apart from the adapter (ark.py) so the mapping rules can be read and tested on their own.

@@ -1,5 +1,5 @@
 """ComfyUI (a self-hosted node graph server): the built-in text-to-image workflow, or any API-format
-workflow a route names, with progress and previews over its websocket (docs/protocols.md §8;
+workflow a route names, with progress and previews over its websocket (docs/protocols.md §18;
 the wire facts and their sources are in comfyui_wire.py).
 
 A job: wait for a slot of this instance (one GPU: `concurrency` 1 running, `queue_size` waiting, then

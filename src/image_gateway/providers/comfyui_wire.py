@@ -1,5 +1,5 @@
 """ComfyUI's wire facts for comfyui.py: API-format workflows, the `inputs` mapping, websocket messages,
-history entries and error bodies (docs/protocols.md §8).
+history entries and error bodies (docs/protocols.md §18).
 
 Sources: ComfyUI's server.py (routes /prompt, /ws, /history/{id}, /view, /upload/image, /queue,
 /interrupt, /object_info/{class}; `encode_bytes` and `send_image`: a binary frame is a 4-byte

@@ -1,4 +1,4 @@
-"""Alibaba DashScope's image wire formats (docs/protocols.md, "Alibaba DashScope"): the synchronous
+"""Alibaba DashScope's image wire formats (docs/protocols.md §13, "Alibaba DashScope"): the synchronous
 multimodal-generation body (Qwen-Image), the asynchronous text2image task (Wan), sizes as W*H, task
 states and DashScope's `{code, message, request_id}` errors.
 

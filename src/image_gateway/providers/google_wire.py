@@ -15,7 +15,7 @@
 
 References: https://ai.google.dev/gemini-api/docs/image-generation, https://ai.google.dev/gemini-api/docs/imagen,
 https://ai.google.dev/api/generate-content (FinishReason, BlockReason), https://ai.google.dev/gemini-api/docs/troubleshooting
-(error statuses); docs/protocols.md "Google".
+(error statuses); docs/protocols.md §7 (Google).
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from ..core.types import (
     Submitting,
 )
 from ..errors import GatewayError, UpstreamError
+from ..media.convert import sniff_format
 from ..media.fetch import fetch_image
 from ..media.grid import split_grid_async
 from . import mj_wire as wire
@@ -189,7 +190,8 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
             if img.data is not None or (img.url and img.url.startswith("data:")):
                 out.append(url_or_data_url(img))
             elif img.url:
-                data = await caller_bytes(img, ctx, "image", f"reference image {i + 1}", DOWNLOAD_MAX)
+                data = await caller_bytes(img, ctx, "image", f"reference image {i + 1}", DOWNLOAD_MAX,
+                                          policy_param="images")  # (the body field the URL came in)
                 out.append(data_url(data, "image/png"))
         return out
 
@@ -308,8 +310,8 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
             parts = await split_grid_async(grid)
         except (ValueError, OSError) as e:
             raise UpstreamError(f"The Midjourney grid image could not be split ({e}).") from None
-        ctype = "image/jpeg" if grid[:3] == b"\xff\xd8\xff" else "image/webp" if grid[8:12] == b"WEBP" else \
-            "image/png"
+        fmt = sniff_format(grid)  # the parts keep a JPEG's or WebP's format, anything else is PNG (media/grid.py)
+        ctype = f"image/{fmt}" if fmt in ("jpeg", "webp") else "image/png"
         return [GeneratedImage(b64=base64.b64encode(p).decode(), revised_prompt=prompt, content_type=ctype)
                 for p in parts]
 

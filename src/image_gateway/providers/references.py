@@ -32,16 +32,18 @@ def url_or_data_url(img: InputImage, content_type: str | None = None) -> str:
 
 
 async def caller_bytes(img: InputImage, ctx: CallContext, param: str, what: str | None = None,
-                       max_bytes: int = DOWNLOAD_MAX) -> bytes:
+                       max_bytes: int = DOWNLOAD_MAX, *, policy_param: str | None = None) -> bytes:
     """The image's bytes: multipart bytes as sent, a data URL decoded, or the caller's URL fetched.
     A URL that cannot be downloaded is the caller's 400 (`invalid_image_url`, naming `what`, by
-    default `param`), not the upstream's 502."""
+    default `param`), not the upstream's 502; one the egress policy refuses is a 400 naming
+    `policy_param` (by default `param`)."""
     if img.data is not None:
         return img.data
     if not img.url:
         raise InvalidRequest(f"'{param}' is empty.", param=param)
     try:
-        return await fetch_caller_image(img.url, param, ctx.egress or STRICT, max_bytes, DOWNLOAD_TIMEOUT_S)
+        return await fetch_caller_image(img.url, policy_param or param, ctx.egress or STRICT, max_bytes,
+                                        DOWNLOAD_TIMEOUT_S)
     except UpstreamError as e:
         raise InvalidRequest(f"Could not download {what or repr(param)}: {e.message}.", param=param,
                              code="invalid_image_url") from None

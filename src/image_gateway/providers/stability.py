@@ -1,5 +1,5 @@
 """Stability AI's Stable Image API (v2beta): Ultra, Core and Stable Diffusion 3.5; inpaint and
-search-and-replace for /v1/images/edits (docs/protocols.md, "Stability AI").
+search-and-replace for /v1/images/edits (docs/protocols.md §11, "Stability AI").
 
 Reference: Stability platform API reference, https://platform.stability.ai/docs/api-reference
 (Generate: /v2beta/stable-image/generate/{ultra,core,sd3}; Edit: /v2beta/stable-image/edit/inpaint and
