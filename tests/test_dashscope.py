@@ -18,6 +18,7 @@ from tests.inprocess import InProcessGateway
 from tests.upstreams import fake_dashscope
 from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_dashscope import ASYNC, SYNC, DashScopeState
+from tests.upstreams.pictures import digest_color
 from tests.waits import wait_until
 
 KEY = "sk-dash-SECRET-0a9b8c7d6e5f4a3b2c1d"
@@ -114,7 +115,7 @@ def test_wan_is_a_task_the_engine_polls(gw: InProcessGateway, up: DashScopeState
     assert up.count("/api/v1/tasks/") == 5  # 2 PENDING, 2 RUNNING, then SUCCEEDED
     assert res.data and len(res.data) == 2 and res.size == "1440x960"
     assert [image(base64.b64decode(d.b64_json or "")).getpixel((0, 0)) for d in res.data] == \
-        [fake_dashscope.color_for("a castle", i) for i in range(2)]
+        [digest_color("a castle", i) for i in range(2)]
 
 
 def test_wan_stream_reports_progress_then_the_images(gw: InProcessGateway, up: DashScopeState) -> None:

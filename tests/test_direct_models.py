@@ -1,4 +1,5 @@
-"""`<provider>/<upstream model>` names: served by that provider without a route, not listed, switchable off."""
+"""`<provider>/<upstream model>` names: served by that provider without a route, not listed, switchable off;
+for every provider (OpenAI here, and fal, Replicate, BFL, Ark, DashScope, Automatic1111 through their fakes)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import pytest
 from image_gateway.routing.deployments import Pool
 from tests.conftest import InProcessFactory
 from tests.inprocess import config
-from tests.upstreams import fake_openai
-from tests.upstreams.base import FakeServer
+from tests.upstreams import fake_a1111, fake_ark, fake_bfl, fake_dashscope, fake_fal, fake_openai, fake_replicate
+from tests.upstreams.base import FakeServer, Recorded
+from tests.upstreams.fake_ark import ArkState
+from tests.upstreams.fake_bfl import BflState
+from tests.upstreams.fake_dashscope import DashScopeState
+from tests.upstreams.fake_fal import FalState
+from tests.upstreams.fake_replicate import ReplicateState
 
 KEY = "sk-upstream-direct-0123456789abcdef"
 GW_KEY = "gw-direct-key-0123456789"
@@ -93,3 +99,63 @@ def test_routes_win_and_direct_routes_are_made_once_per_snapshot(tmp_path: Path)
     assert config(tmp_path, {"OPENAI_API_KEY": KEY}).resolve("openai/gpt-image-1-mini") is not first  # new snapshot
     pool = Pool(cfg)
     assert pool.deployments(first) is pool.deployments(first)  # one breaker per direct name, kept across requests
+
+
+# -- the other providers: `<provider>/<its upstream model>` through each one's fake upstream --------------
+
+POLL = "providers: {fal: {poll_interval_s: 0.02}, replicate: {poll_interval_s: 0.02}, bfl: {poll_interval_s: 0.02}, " \
+       "dashscope: {poll_interval_s: 0.02}, a1111: {progress_interval_s: 0.02}}\n"
+OTHER_KEY = "sk-other-direct-SECRET-0a1b2c3d4e5f"
+
+
+def _start(provider: str) -> tuple[FakeServer, dict[str, str]]:
+    """The provider's fake upstream, and the environment that points the gateway at it."""
+    if provider == "fal":
+        fal = fake_fal.start(FalState(key=OTHER_KEY))
+        return fal, {"FAL_KEY": OTHER_KEY, "FAL_BASE_URL": fal.url}
+    if provider == "replicate":
+        rep = fake_replicate.start(ReplicateState(token=OTHER_KEY))
+        return rep, {"REPLICATE_API_TOKEN": OTHER_KEY, "REPLICATE_BASE_URL": rep.url}
+    if provider == "bfl":
+        bfl = fake_bfl.start(BflState(api_key=OTHER_KEY))
+        return bfl, {"BFL_API_KEY": OTHER_KEY, "BFL_BASE_URL": bfl.url}
+    if provider == "ark":
+        ark = fake_ark.start(ArkState(api_key=OTHER_KEY))
+        return ark, {"ARK_API_KEY": OTHER_KEY, "ARK_BASE_URL": ark.url + "/api/v3"}
+    if provider == "dashscope":
+        dash = fake_dashscope.start(DashScopeState(api_key=OTHER_KEY))
+        return dash, {"DASHSCOPE_API_KEY": OTHER_KEY, "DASHSCOPE_BASE_URL": dash.url}
+    assert provider == "a1111"
+    sd = fake_a1111.start()
+    return sd, {"A1111_BASE_URL": sd.url}
+
+
+def _sent(up: FakeServer) -> list[Recorded]:
+    return [r for r in up.state.requests if r.method == "POST"]
+
+
+@pytest.mark.parametrize(("name", "path", "model_field"), [
+    ("fal/fal-ai/flux/krea", "/fal-ai/flux/krea", None),
+    ("replicate/ideogram-ai/ideogram-v3-turbo", "/v1/models/ideogram-ai/ideogram-v3-turbo/predictions", None),
+    ("bfl/flux-2-pro", "/v1/flux-2-pro", None),
+    ("ark/doubao-seedream-4-0-250828", "/api/v3/images/generations", "doubao-seedream-4-0-250828"),
+    ("dashscope/wan2.2-t2i-flash", fake_dashscope.ASYNC, "wan2.2-t2i-flash"),
+    ("a1111/sd_xl_base_1.0.safetensors", "/sdapi/v1/txt2img", None),
+])
+def test_provider_slash_model_reaches_that_provider_with_its_upstream_model(
+        inprocess_gateway: InProcessFactory, name: str, path: str, model_field: str | None) -> None:
+    provider = name.split("/", 1)[0]
+    up, env = _start(provider)
+    try:
+        gw = inprocess_gateway(env, POLL)
+        res = gw.openai().images.generate(model=name, prompt="a lighthouse at dusk", response_format="b64_json")
+        assert res.data and res.data[0].b64_json
+        sent = _sent(up)
+        assert sent and sent[0].path == path  # the upstream model names the endpoint...
+        if model_field is not None:  # ...or goes in the body's `model`
+            assert sent[0].json["model"] == model_field
+        if provider == "a1111":  # the upstream model of a direct a1111 name is the checkpoint
+            assert sent[0].json["override_settings"] == {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"}
+        gw.assert_secret_absent(OTHER_KEY)
+    finally:
+        up.stop()

@@ -58,6 +58,13 @@ class FakeState:
         self.stream_gap_s = 0.05  # pause between streamed events, so relaying can be told from buffering
         self.lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Recorded requests and queued faults dropped, no delay: where each fake's reset() starts."""
+        with self.lock:
+            self.requests.clear()
+            self.faults.clear()
+        self.delay_s = 0.0
+
     def fail_next(self, *faults: Fault) -> None:
         with self.lock:
             self.faults.extend(faults)

@@ -42,13 +42,10 @@ class A1111State(FakeState):
         self.loaded = CHECKPOINTS[0]
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
         self.auth = None
         self.step_s = 0.02
         self.return_grid = True
-        self.delay_s = 0.0
         self.progress = _idle()
         self.progress_polls = 0
 

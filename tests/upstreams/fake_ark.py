@@ -1,4 +1,4 @@
-"""Fake Volcengine Ark image generation (docs/protocols.md, "Volcengine Ark"), under `/api/v3`.
+"""Fake Volcengine Ark image generation (docs/protocols.md §12, "Volcengine Ark"), under `/api/v3`.
 
 POST /api/v3/images/generations, Bearer key, JSON body:
 * Seedream 4.x (`doubao-seedream-4-0-250828`, `doubao-seedream-4-5-251128`): `size` 1K/2K/4K (4.5: 2K/4K)
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import io
 import json
 import re
@@ -33,6 +32,7 @@ from aiohttp import web
 from PIL import Image
 
 from .base import FakeServer, FakeState, recording_middleware
+from .pictures import digest_color
 
 MODELS = {"doubao-seedream-4-0-250828": "4.0", "doubao-seedream-4-5-251128": "4.5",
           "doubao-seedream-3-0-t2i-250415": "3.0", "doubao-seededit-3-0-i2i-250628": "edit"}
@@ -58,11 +58,6 @@ class ArkState(FakeState):
         self.mode = "ok"
         self.pretty_stream = False
         self.delay_s = 0.0
-
-
-def color_for(prompt: str, i: int) -> tuple[int, int, int]:
-    d = hashlib.sha256(f"{prompt}#{i}".encode()).digest()
-    return d[0], d[1], d[2]
 
 
 def jpeg(color: tuple[int, int, int], w: int, h: int) -> bytes:
@@ -174,7 +169,7 @@ def build_app(state: ArkState) -> web.Application:
                                         "message": "The request failed because the output image may contain "
                                                    "sensitive information."}})
                 continue
-            raw = jpeg(color_for(prompt, i), w, h)
+            raw = jpeg(digest_color(prompt, i), w, h)
             item: dict[str, Any] = {"size": f"{w}x{h}"}
             if body.get("response_format") == "b64_json":
                 item["b64_json"] = base64.b64encode(raw).decode()

@@ -43,9 +43,7 @@ class AzureState(FakeState):
         self.deployments = {"my-dalle": "dall-e-3", "img": "gpt-image-1"}
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
 
 
 def _azure_error(status: int, code: str, message: str) -> web.Response:

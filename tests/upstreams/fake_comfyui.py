@@ -39,10 +39,7 @@ class ComfyState(FakeState):
         self.reset()
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
-        self.delay_s = 0.0
+        self.clear()
         self.api_key: str | None = None
         self.checkpoints = ["sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"]
         self.step_s = 0.01

@@ -1,4 +1,4 @@
-"""Fake Alibaba DashScope image APIs (docs/protocols.md, "Alibaba DashScope"), Bearer key:
+"""Fake Alibaba DashScope image APIs (docs/protocols.md §13, "Alibaba DashScope"), Bearer key:
 
 * POST /api/v1/services/aigc/multimodal-generation/generation (Qwen-Image, synchronous):
   `{model, input: {messages: [{role: user, content: [{image}..., {text}]}]}, parameters: {size "W*H",
@@ -20,7 +20,6 @@ Result images are real PNGs (one colour, at most 64 px) under /files/.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import uuid
@@ -30,6 +29,7 @@ from aiohttp import web
 from PIL import Image
 
 from .base import FakeServer, FakeState, recording_middleware
+from .pictures import digest_color
 
 SYNC = "/api/v1/services/aigc/multimodal-generation/generation"
 ASYNC = "/api/v1/services/aigc/text2image/image-synthesis"
@@ -63,11 +63,6 @@ class DashScopeState(FakeState):
         self.delay_s = 0.0
 
 
-def color_for(prompt: str, i: int = 0) -> tuple[int, int, int]:
-    d = hashlib.sha256(f"{prompt}#{i}".encode()).digest()
-    return d[0], d[1], d[2]
-
-
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"request_id": str(uuid.uuid4()), "code": code, "message": message}, status=status)
 
@@ -76,7 +71,7 @@ def build_app(state: DashScopeState) -> web.Application:
     def host(request: web.Request, prompt: str, i: int, w: int, h: int) -> str:
         scale = 64 / max(w, h)
         buf = io.BytesIO()
-        Image.new("RGB", (max(1, round(w * scale)), max(1, round(h * scale))), color_for(prompt, i)).save(buf, "PNG")
+        Image.new("RGB", (max(1, round(w * scale)), max(1, round(h * scale))), digest_color(prompt, i)).save(buf, "PNG")
         fid = uuid.uuid4().hex
         state.files[fid] = buf.getvalue()
         return f"http://{request.host}/files/{fid}.png?Expires=86400"

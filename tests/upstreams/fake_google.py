@@ -15,15 +15,13 @@ imagen_filtered (every sample filtered: `{}`) | imagen_partial (one sample has r
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 from typing import Any
 
 from aiohttp import web
-from PIL import Image
 
 from .base import FakeServer, FakeState, Fault, recording_middleware
+from .pictures import png_b64
 
 GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image-preview")
 IMAGEN_MODELS = ("imagen-4.0-generate-001", "imagen-4.0-fast-generate-001", "imagen-4.0-ultra-generate-001")
@@ -63,18 +61,8 @@ class GoogleState(FakeState):
         self.mode = "ok"
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
         self.mode = "ok"
-        self.delay_s = 0.0
-
-
-def png(seed: str, w: int, h: int) -> str:
-    d = hashlib.sha256(seed.encode()).digest()
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (d[0], d[1], d[2])).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 class _Bad(Exception):
@@ -149,9 +137,10 @@ class _Handlers:
         seed = f"{model}|{prompt}|{len(inputs)}"
         out: list[dict[str, Any]] = []
         if model.startswith("gemini-3"):  # the pro model thinks in draft images first
-            out.append({"inlineData": {"mimeType": "image/png", "data": png("draft" + seed, 32, 32)}, "thought": True})
+            draft = png_b64("draft" + seed, 32, 32)
+            out.append({"inlineData": {"mimeType": "image/png", "data": draft}, "thought": True})
         out.append({"text": "Here is the image you asked for."})
-        out.append({"inlineData": {"mimeType": "image/png", "data": png(seed, w, h)}})
+        out.append({"inlineData": {"mimeType": "image/png", "data": png_b64(seed, w, h)}})
         return {"candidates": [{"content": {"role": "model", "parts": out}, "finishReason": "STOP", "index": 0}],
                 "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302},
                 "modelVersion": model, "responseId": "fake-" + hashlib.sha1(seed.encode()).hexdigest()[:12]}
@@ -180,7 +169,7 @@ class _Handlers:
             return {}
         w, h = (side * TIER[size] for side in IMAGEN_1K[ratio])
         prompt = instances[0]["prompt"]
-        preds: list[dict[str, Any]] = [{"bytesBase64Encoded": png(f"{model}|{prompt}|{i}", w, h),
+        preds: list[dict[str, Any]] = [{"bytesBase64Encoded": png_b64(f"{model}|{prompt}|{i}", w, h),
                                         "mimeType": "image/png"} for i in range(n)]
         if self.state.mode == "imagen_partial" and params.get("includeRaiReason"):
             preds[-1] = {"raiFilteredReason": "Unable to show generated images. All images were filtered out "

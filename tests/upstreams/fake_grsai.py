@@ -174,12 +174,9 @@ class GrsAiState(FakeState):
 
     def reset(self) -> None:
         """Knobs back to their constructor values; recorded requests, tasks and counters cleared."""
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
         for k, v in self._knobs.items():
             setattr(self, k, list(v) if isinstance(v, list) else v)
-        self.delay_s = 0.0
         self.submits = self.polls = 0
         self.tasks.clear()
         self.hook_posts.clear()

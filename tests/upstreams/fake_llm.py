@@ -46,10 +46,7 @@ class LLMState(FakeState):
         self.reply_ratio: str | None = "3:2"
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
-        self.delay_s = 0.0
+        self.clear()
         self.mode = "clean"
         self.slow_s = 2.0
         self.reply_prompt = REPLY_PROMPT

@@ -12,16 +12,13 @@ started: HTTP 200 with an `error` body) | content_filter (finish_reason content_
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import time
 from typing import Any
 
 from aiohttp import web
-from PIL import Image
 
 from .base import FakeServer, FakeState, Fault, recording_middleware
+from .pictures import png_b64
 
 IMAGE_MODELS = ("google/gemini-2.5-flash-image", "google/gemini-3-pro-image-preview", "black-forest-labs/flux.2-pro")
 TEXT_MODELS = ("openai/gpt-4o-mini",)
@@ -63,18 +60,8 @@ class OpenRouterState(FakeState):
         self.mode = "ok"
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
         self.mode = "ok"
-        self.delay_s = 0.0
-
-
-def _png(seed: str, w: int, h: int) -> str:
-    d = hashlib.sha256(seed.encode()).digest()
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (d[0], d[1], d[2])).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _completion(model: str, message: dict[str, Any], finish: str = "stop", native: str = "STOP") -> dict[str, Any]:
@@ -112,7 +99,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         " ".join(p.get("text", "") for p in content if p.get("type") == "text")
     refs = 0 if isinstance(content, str) else sum(1 for p in content if p.get("type") == "image_url")
     w, h = SIZES[ratio]
-    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _png(f"{model}|{text}|{refs}", w, h)}}
+    url = "data:image/png;base64," + png_b64(f"{model}|{text}|{refs}", w, h)
+    image = {"type": "image_url", "image_url": {"url": url}}
     return web.json_response(_completion(model, {"role": "assistant", "content": "Here you go!", "images": [image]}))
 
 

@@ -15,7 +15,6 @@ no_url        success true but ``data`` has no image_url
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import uuid
 
@@ -23,6 +22,7 @@ from aiohttp import web
 from PIL import Image
 
 from tests.upstreams.base import FakeServer, FakeState, recording_middleware, serve_forever
+from tests.upstreams.pictures import digest_color
 
 MODES = ("ok", "fail", "fail_message", "challenge", "no_url")
 GENERATE_PATH = "/api/v1/generate_image"
@@ -57,18 +57,13 @@ class SDState(FakeState):
         self.points = 100
 
 
-def color_for(prompt: str) -> tuple[int, int, int]:
-    d = hashlib.sha256(prompt.encode()).digest()
-    return d[0], d[1], d[2]
-
-
 def make_png(prompt: str, width: int, height: int) -> bytes:
     w = max(1, min(width, 4096))
     h = max(1, min(height, 4096))
     scale = PREVIEW_LONG_SIDE / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     buf = io.BytesIO()
-    Image.new("RGB", size, color_for(prompt)).save(buf, format="PNG")
+    Image.new("RGB", size, digest_color(prompt)).save(buf, format="PNG")
     return buf.getvalue()
 
 

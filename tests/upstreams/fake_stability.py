@@ -1,4 +1,4 @@
-"""Fake Stability AI Stable Image API (v2beta), as its reference describes it (docs/protocols.md,
+"""Fake Stability AI Stable Image API (v2beta), as its reference describes it (docs/protocols.md §11,
 "Stability AI"): multipart/form-data in, `Accept: application/json` → `{image, finish_reason, seed}`.
 
 * POST /v2beta/stable-image/generate/{ultra,core,sd3}: `prompt` (required), `aspect_ratio` (enum),
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import math
 import random
@@ -26,6 +25,7 @@ from aiohttp import web
 from PIL import Image
 
 from .base import FakeServer, FakeState, recording_middleware
+from .pictures import digest_color
 
 RATIOS = {"16:9": (16, 9), "1:1": (1, 1), "21:9": (21, 9), "2:3": (2, 3), "3:2": (3, 2), "4:5": (4, 5),
           "5:4": (5, 4), "9:16": (9, 16), "9:21": (9, 21)}
@@ -42,16 +42,8 @@ class StabilityState(FakeState):
         self.moderation_word = "forbidden"
 
     def reset(self) -> None:
-        with self.lock:
-            self.requests.clear()
-            self.faults.clear()
+        self.clear()
         self.mode = "ok"
-        self.delay_s = 0.0
-
-
-def color_for(prompt: str) -> tuple[int, int, int]:
-    d = hashlib.sha256(prompt.encode()).digest()
-    return d[0], d[1], d[2]
 
 
 def dims(ratio: str) -> tuple[int, int]:
@@ -131,7 +123,7 @@ def build_app(state: StabilityState) -> web.Application:
                           "later.")
         used = int(seed) if seed != "0" else random.randrange(1, 4294967294)
         finish = "CONTENT_FILTERED" if state.mode == "filtered" else "SUCCESS"
-        color = (128, 128, 128) if finish == "CONTENT_FILTERED" else color_for(prompt + kind)
+        color = (128, 128, 128) if finish == "CONTENT_FILTERED" else digest_color(prompt + kind)
         if request.headers.get("Accept", "image/*") != "application/json":
             raw = base64.b64decode(encode(color, size, fmt))
             return web.Response(body=raw, content_type=f"image/{fmt}",

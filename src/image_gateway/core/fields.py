@@ -24,7 +24,7 @@ def int_field(raw: Any, name: str, *, max_abs: int = 2**63 - 1) -> int | None:
         text = raw.strip()
         digits = text.removeprefix("-")
         # isascii: "²".isdigit() is true but int("²") raises (and int() of thousands of digits raises too).
-        if digits.isascii() and digits.isdigit() and len(digits) <= 19:
+        if digits.isascii() and digits.isdigit() and len(digits) <= max(19, len(str(max_abs))):
             value = int(text)
     if value is None:
         raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_value")

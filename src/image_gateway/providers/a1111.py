@@ -1,4 +1,4 @@
-"""Automatic1111 stable-diffusion-webui API (also spoken by Forge and SD.Next): docs/protocols.md §7.
+"""Automatic1111 stable-diffusion-webui API (also spoken by Forge and SD.Next): docs/protocols.md §17.
 
 References: the web UI's wiki page "API" (github.com/AUTOMATIC1111/stable-diffusion-webui/wiki/API)
 and its source, modules/api/api.py (routes, --api-auth basic auth, the error middleware's
@@ -36,13 +36,14 @@ import msgspec
 from ..core.types import CallContext, GeneratedImage, ImageRequest, Progress, ProviderEvent, ProviderResult
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from .base import Capabilities, RouteSpec, StreamingProvider, SyncProvider
+from .errmap import error
 from .http import Answer, HttpProvider, retry_after
+from .references import caller_bytes
 from .selfhosted import (
     basic_auth,
     content_type_of,
     dimensions,
     float_field,
-    image_bytes,
     int_field,
     probe_get,
     seed_of,
@@ -117,10 +118,10 @@ class A1111Provider(HttpProvider, SyncProvider, StreamingProvider):
         if req.operation == "edit":
             if not req.images:
                 raise InvalidRequest("An edit needs an image.", param="image")
-            body["init_images"] = [base64.b64encode(await image_bytes(img, ctx, "image")).decode()
+            body["init_images"] = [base64.b64encode(await caller_bytes(img, ctx, "image")).decode()
                                    for img in req.images]
             if req.mask is not None:
-                body["mask"] = base64.b64encode(await image_bytes(req.mask, ctx, "mask")).decode()
+                body["mask"] = base64.b64encode(await caller_bytes(req.mask, ctx, "mask")).decode()
             body["denoising_strength"] = _first(
                 float_field(x.get("denoising_strength"), "denoising_strength", 0, 1), o.denoising_strength)
         return body
@@ -240,14 +241,12 @@ def error_of(a: Answer, data: Any, secrets: list[str | None]) -> GatewayError:
     msg = redact(_message(data, a.status), secrets)
     kind = data.get("error") if isinstance(data, dict) else None
     if a.status in (401, 403):
-        return GatewayError(f"{NAME} refused the credentials (A1111_AUTH): {msg}", status=401,
-                            type="invalid_request_error", code="invalid_api_key")
+        return error("auth", f"{NAME} refused the credentials (A1111_AUTH): {msg}")
     if a.status in (404, 422):
-        return InvalidRequest(f"{NAME} refused the request: {msg}", code="invalid_value")
+        return error("invalid", f"{NAME} refused the request: {msg}")
     if a.status == 429:
-        return GatewayError(f"{NAME} is busy: {msg}", status=429, type="rate_limit_error",
-                            code="rate_limit_exceeded", headers=retry_after(a.headers), retryable=True)
+        return error("rate", f"{NAME} is busy: {msg}", retry=retry_after(a.headers))
     if a.status >= 500 and kind != "OutOfMemoryError" and "Invalid encoded image" in msg:
-        return InvalidRequest(f"{NAME} could not read the image: {msg}", param="image", code="invalid_image")
+        return error("invalid", f"{NAME} could not read the image: {msg}", param="image", code="invalid_image")
     what = f"{kind}: {msg}" if isinstance(kind, str) and kind and kind not in msg else msg
     return UpstreamError(f"{NAME} failed: {what}", code="upstream_error", retryable=a.status >= 500)

@@ -1,4 +1,4 @@
-"""Volcengine Ark (火山方舟): ByteDance's Seedream 4.x / 3.0 and SeedEdit 3.0 (docs/protocols.md,
+"""Volcengine Ark (火山方舟): ByteDance's Seedream 4.x / 3.0 and SeedEdit 3.0 (docs/protocols.md §12,
 "Volcengine Ark").
 
 References: Volcengine Ark 图片生成 API, https://www.volcengine.com/docs/82379/1541523 (request fields,

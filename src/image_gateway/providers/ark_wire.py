@@ -1,4 +1,4 @@
-"""Volcengine Ark's image generation wire format (docs/protocols.md, "Volcengine Ark"): request bodies,
+"""Volcengine Ark's image generation wire format (docs/protocols.md §12, "Volcengine Ark"): request bodies,
 size fitting per model family, answers, the SSE events of a streamed set, and Ark's error codes.
 
 Kept apart from the adapter (ark.py) so the mapping rules can be read and tested on their own.
@@ -6,7 +6,6 @@ Kept apart from the adapter (ark.py) so the mapping rules can be read and tested
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,8 @@ import msgspec
 from ..core.types import GeneratedImage, ImageRequest, InputImage
 from ..errors import GatewayError, InvalidRequest, UpstreamError
 from ..media.sizes import fit_pixels, requested_shape
-from .errmap import Kind, kind_of_status, mapped
+from .errmap import Kind, kind_of_status, mapped, summary
+from .references import url_or_data_url
 
 TIERS = ("1K", "2K", "4K")
 TIER_SIDE = {"1K": 1024, "2K": 2048, "3K": 3072, "4K": 4096}
@@ -76,11 +76,7 @@ def size_for(req: ImageRequest, model: str) -> str | None:
 
 def image_ref(img: InputImage) -> str:
     """Ark takes an http(s) URL or a data URL (`data:image/<fmt>;base64,...`, format in lower case)."""
-    if img.url:
-        return img.url
-    assert img.data is not None
-    ctype = (img.content_type or "image/png").lower()
-    return f"data:{ctype};base64,{base64.b64encode(img.data).decode()}"
+    return url_or_data_url(img, (img.content_type or "image/png").lower())
 
 
 def _number(req: ImageRequest, name: str, whole: bool) -> float | int | None:
@@ -198,8 +194,7 @@ def error_of(status: int, data: Any, raw: bytes, headers: Any, secrets: list[str
     code = str(err.get("code") or "") if isinstance(err, dict) else ""
     message = str(err.get("message") or "") if isinstance(err, dict) else ""
     if not message:
-        snippet = raw[:200].decode("utf-8", "replace").strip()
-        message = f"HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else "")
+        message = summary(status, raw)
     param = err.get("param") if isinstance(err, dict) and err.get("param") else None
     return mapped(kind_of(code, status), message, label="Ark", code=code or None,
                   param=str(param) if param else None, headers=headers, secrets=secrets)

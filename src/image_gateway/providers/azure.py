@@ -27,6 +27,7 @@ import msgspec
 from ..core.types import CallContext, ImageRequest
 from ..errors import GatewayError, scrub
 from . import openai
+from .errmap import error
 from .http import error_from_openai_body
 
 DEFAULT_API_VERSION = "2024-10-21"  # the latest GA data-plane version (gpt-image-1 needs a -preview one)
@@ -79,11 +80,9 @@ class AzureOpenAIProvider(openai.OpenAIProvider):
     def upstream_error(self, status: int, body: bytes, headers: Any, ctx: CallContext) -> GatewayError:
         err = error_from_openai_body(status, body, headers, self.label, [ctx.api_key])
         if _filtered(body):
-            err = scrub(GatewayError(err.message, status=400, type="invalid_request_error",
-                                     code="content_policy_violation", param=err.param), [ctx.api_key])
+            err = scrub(error("policy", err.message, param=err.param), [ctx.api_key])
         elif status == 401:  # {"error": {"code": "401", "message": "Access denied due to invalid subscription key..."}}
-            err = scrub(GatewayError(f"Azure OpenAI rejected the API key: {err.message}", status=401,
-                                     type="invalid_request_error", code="invalid_api_key"), [ctx.api_key])
+            err = scrub(error("auth", f"Azure OpenAI rejected the API key: {err.message}"), [ctx.api_key])
         return err
 
 

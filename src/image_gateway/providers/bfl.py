@@ -6,7 +6,7 @@ https://docs.bfl.ai/api-reference/utility/get-result (ResultResponse: id, status
 progress, details), https://docs.bfl.ai/api_integration/errors (HTTP codes; Ready / Pending /
 Request Moderated / Content Moderated / Task not found / Error), and the per-model pages
 (/v1/flux-kontext-pro, /v1/flux-pro-1.1-ultra, /v1/flux-pro-1.1, /v1/flux-dev, /v1/flux-2-pro,
-/v1/flux-2-flex, /v1/flux-2-max, /v1/flux-2-klein-4b|9b). Wire details: bfl_wire.py, docs/protocols.md.
+/v1/flux-2-flex, /v1/flux-2-max, /v1/flux-2-klein-4b|9b). Wire details: bfl_wire.py, docs/protocols.md §14.
 
 `POST {base}/v1/{model}` with header `x-key` answers `{id, polling_url}`; the engine's poller then
 GETs that polling_url (never one the gateway builds). The key goes only to the configured base URL's

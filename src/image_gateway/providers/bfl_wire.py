@@ -1,4 +1,4 @@
-"""Black Forest Labs' wire format (docs/protocols.md, "Black Forest Labs"): request bodies per model
+"""Black Forest Labs' wire format (docs/protocols.md §14, "Black Forest Labs"): request bodies per model
 family, sizes, and get_result answers → our outcomes. Kept apart from the adapter (bfl.py).
 
 Model families (by the upstream model name, so any `bfl/<model>` works):

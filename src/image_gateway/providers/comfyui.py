@@ -1,5 +1,5 @@
 """ComfyUI (a self-hosted node graph server): the built-in text-to-image workflow, or any API-format
-workflow a route names, with progress and previews over its websocket (docs/protocols.md §8;
+workflow a route names, with progress and previews over its websocket (docs/protocols.md §18;
 the wire facts and their sources are in comfyui_wire.py).
 
 A job: wait for a slot of this instance (one GPU: `concurrency` 1 running, `queue_size` waiting, then
@@ -49,7 +49,8 @@ from . import comfyui_wire as wire
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .http import HttpProvider, connection_error, poll_each
 from .limits import AccountLimiter
-from .selfhosted import content_type_of, image_bytes, probe_get
+from .references import caller_bytes
+from .selfhosted import content_type_of, probe_get
 
 HISTORY_WAIT_S = 5.0  # `executing: null` can come a moment before the history entry is written
 
@@ -137,9 +138,9 @@ class ComfyUIProvider(HttpProvider, StreamingProvider, PollingProvider):
         if "checkpoint" in inputs:
             values["checkpoint"] = o.checkpoint or (await self._default_checkpoint(ctx) if builtin else None)
         if req.images:
-            values["image"] = await self._upload(await image_bytes(req.images[0], ctx, "image"), ctx)
+            values["image"] = await self._upload(await caller_bytes(req.images[0], ctx, "image"), ctx)
         if req.mask is not None:
-            values["mask"] = await self._upload(await image_bytes(req.mask, ctx, "mask"), ctx)
+            values["mask"] = await self._upload(await caller_bytes(req.mask, ctx, "mask"), ctx)
         filled = wire.fill(wire.BUILTIN_GRAPH if o.graph is None else o.graph, inputs, values)
         return filled, graph.meta_of(filled, inputs, values["seed"])
 

@@ -1,5 +1,5 @@
 """ComfyUI's wire facts for comfyui.py: API-format workflows, the `inputs` mapping, websocket messages,
-history entries and error bodies (docs/protocols.md §8).
+history entries and error bodies (docs/protocols.md §18).
 
 Sources: ComfyUI's server.py (routes /prompt, /ws, /history/{id}, /view, /upload/image, /queue,
 /interrupt, /object_info/{class}; `encode_bytes` and `send_image`: a binary frame is a 4-byte
@@ -23,6 +23,7 @@ import msgspec
 
 from ..core.types import GeneratedImage
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
+from .errmap import error
 from .http import Answer, retry_after
 
 NAME = "ComfyUI"
@@ -178,11 +179,10 @@ def prompt_error(a: Answer, secrets: list[str | None]) -> GatewayError:
     """POST /prompt's refusal: 400 {error: {type, message, details}, node_errors: {id: {errors, class_type}}}."""
     data = a.json()
     if a.status in (401, 403):
-        return GatewayError(f"{NAME} (or the proxy in front of it) refused the key (COMFYUI_API_KEY), HTTP "
-                            f"{a.status}.", status=401, type="invalid_request_error", code="invalid_api_key")
+        return error("auth", f"{NAME} (or the proxy in front of it) refused the key (COMFYUI_API_KEY), HTTP "
+                             f"{a.status}.")
     if a.status == 429:
-        return GatewayError(f"{NAME} is busy (HTTP 429).", status=429, type="rate_limit_error",
-                            code="rate_limit_exceeded", headers=retry_after(a.headers), retryable=True)
+        return error("rate", f"{NAME} is busy (HTTP 429).", retry=retry_after(a.headers))
     if a.status >= 500 or not isinstance(data, dict):
         return UpstreamError(f"{NAME} answered HTTP {a.status}.", code="upstream_error", retryable=a.status >= 500)
     err = data.get("error")

@@ -1,4 +1,4 @@
-"""Alibaba Cloud Model Studio (DashScope): Qwen-Image and Wan text-to-image (docs/protocols.md,
+"""Alibaba Cloud Model Studio (DashScope): Qwen-Image and Wan text-to-image (docs/protocols.md §13,
 "Alibaba DashScope").
 
 References: Alibaba Cloud Model Studio "Qwen - text-to-image API reference",

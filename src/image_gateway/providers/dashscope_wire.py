@@ -1,4 +1,4 @@
-"""Alibaba DashScope's image wire formats (docs/protocols.md, "Alibaba DashScope"): the synchronous
+"""Alibaba DashScope's image wire formats (docs/protocols.md §13, "Alibaba DashScope"): the synchronous
 multimodal-generation body (Qwen-Image), the asynchronous text2image task (Wan), sizes as W*H, task
 states and DashScope's `{code, message, request_id}` errors.
 
@@ -7,13 +7,13 @@ Kept apart from the adapter (dashscope.py) so the mapping rules can be read and 
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
-from ..core.types import GeneratedImage, ImageRequest, InputImage
+from ..core.types import GeneratedImage, ImageRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError
 from ..media.sizes import fit_pixels, nearest_size_of, requested_shape
-from .errmap import Kind, kind_of_status, mapped
+from .errmap import Kind, kind_of_status, mapped, summary
+from .references import url_or_data_url
 
 SYNC_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/api/v1/services/aigc/text2image/image-synthesis"
@@ -41,13 +41,6 @@ def size_for(req: ImageRequest, model: str) -> str | None:
     w, h = shape or (1024, 1024)
     w, h = fit_pixels(w, h, multiple=8, min_side=WAN_SIDE[0], max_side=WAN_SIDE[1])
     return f"{w}*{h}"
-
-
-def _ref(img: InputImage) -> str:
-    if img.url:
-        return img.url
-    assert img.data is not None
-    return f"data:{img.content_type or 'image/png'};base64,{base64.b64encode(img.data).decode()}"
 
 
 def parameters(req: ImageRequest, model: str, watermark: bool, prompt_extend: bool | None,
@@ -88,7 +81,7 @@ def sync_body(req: ImageRequest, model: str, watermark: bool, prompt_extend: boo
     if req.images and not model.startswith("qwen-image-edit"):
         raise InvalidRequest(f"{model} takes no input image; use qwen-image-edit.", param="image",
                              code="invalid_value")
-    content: list[dict[str, str]] = [{"image": _ref(i)} for i in req.images]
+    content: list[dict[str, str]] = [{"image": url_or_data_url(i)} for i in req.images]
     content.append({"text": req.prompt})
     return {"model": model, "input": {"messages": [{"role": "user", "content": content}]},
             "parameters": parameters(req, model, watermark, prompt_extend, None)}
@@ -164,7 +157,6 @@ def error_of(status: int, data: Any, raw: bytes, headers: Any, secrets: list[str
     code = str(data.get("code") or "") if isinstance(data, dict) else ""
     message = str(data.get("message") or "") if isinstance(data, dict) else ""
     if not message:
-        snippet = raw[:200].decode("utf-8", "replace").strip()
-        message = f"HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else "")
+        message = summary(status, raw)
     return mapped(kind_of(code, status), message, label="DashScope", code=code or None, headers=headers,
                   secrets=secrets)

@@ -18,7 +18,6 @@ for a limited time, so `url` answers are re-hosted (`rehost`, default true).
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from ..media.sizes import fit_pixels, requested_shape
 from .base import Capabilities, PollingProvider, RouteSpec
 from .http import HttpProvider
 from .polled_http import check_url, detail_error, poll_all, send
+from .references import url_or_data_url
 
 LABEL = "fal"
 HOSTS = re.compile(r"([a-z0-9-]+\.)*fal\.run")
@@ -79,8 +79,7 @@ def build_body(req: ImageRequest, model: str, o: RouteOptions) -> tuple[dict[str
     if req.output_format in ("png", "jpeg", "jpg", "webp"):
         body["output_format"] = "jpeg" if req.output_format == "jpg" else req.output_format
     if req.images:
-        urls = [f"data:{i.content_type or 'image/png'};base64,{base64.b64encode(i.data).decode()}"
-                if i.data is not None else (i.url or "") for i in req.images]
+        urls = [url_or_data_url(i) for i in req.images]
         field = o.image_field or "image_urls"
         if field.endswith("s"):
             body[field] = urls

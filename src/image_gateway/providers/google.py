@@ -4,7 +4,7 @@ References: https://ai.google.dev/gemini-api/docs/image-generation (generateCont
 imageConfig.aspectRatio / imageSize, inline image parts, edits as image parts in `contents`),
 https://ai.google.dev/gemini-api/docs/imagen (`:predict`, instances[].prompt, parameters.sampleCount /
 aspectRatio / imageSize / personGeneration), https://ai.google.dev/api (the `x-goog-api-key` header,
-GEMINI_API_KEY). Wire details: google_wire.py and docs/protocols.md "Google".
+GEMINI_API_KEY). Wire details: google_wire.py and docs/protocols.md §7 (Google).
 
 Synchronous: one call per image for Gemini models (n as parallel calls), one call with sampleCount for
 Imagen. `stream: true` is served by the engine's emulation (Gemini's stream sends the image whole, as one
@@ -23,13 +23,13 @@ from urllib.parse import quote
 import msgspec
 
 from ..core.types import CallContext, ImageRequest, ProviderResult
-from ..errors import InvalidRequest, UpstreamError
-from ..media.egress import STRICT
-from ..media.fetch import fetch_caller_image
+from ..errors import InvalidRequest
+from ..media.convert import sniff_format
 from ..media.sizes import png_size
 from . import google_wire as wire
 from .base import Capabilities, RouteSpec, SyncProvider
 from .http import HttpProvider, fan_out
+from .references import caller_bytes
 
 DOWNLOAD_MAX = 20 << 20  # inline request data is capped at 20 MB upstream
 
@@ -110,13 +110,9 @@ class GoogleProvider(HttpProvider, SyncProvider):
     async def _inline_images(self, req: ImageRequest, ctx: CallContext) -> list[tuple[str, str]]:
         out = []
         for i, img in enumerate(req.images):
-            data = img.data
-            if data is None and img.url:
-                try:
-                    data = await fetch_caller_image(img.url, "image", ctx.egress or STRICT, DOWNLOAD_MAX, 60.0)
-                except UpstreamError as e:  # the caller's URL failed, not Google: a 400
-                    raise InvalidRequest(f"Could not download reference image {i + 1}: {e.message}.", param="image",
-                                         code="invalid_image_url") from None
+            if img.data is None and not img.url:
+                continue
+            data = await caller_bytes(img, ctx, "image", f"reference image {i + 1}", DOWNLOAD_MAX)
             if data:
                 out.append((_mime(data, img.content_type), base64.b64encode(data).decode()))
         return out
@@ -124,12 +120,9 @@ class GoogleProvider(HttpProvider, SyncProvider):
 
 def _mime(data: bytes, declared: str) -> str:
     """The image's type by its magic bytes (multipart parts often say application/octet-stream)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
+    fmt = sniff_format(data)
+    if fmt in ("png", "jpeg", "webp"):
+        return f"image/{fmt}"
     return declared if declared.startswith("image/") else "image/png"
 
 

@@ -15,7 +15,7 @@
 
 References: https://ai.google.dev/gemini-api/docs/image-generation, https://ai.google.dev/gemini-api/docs/imagen,
 https://ai.google.dev/api/generate-content (FinishReason, BlockReason), https://ai.google.dev/gemini-api/docs/troubleshooting
-(error statuses); docs/protocols.md "Google".
+(error statuses); docs/protocols.md §7 (Google).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import msgspec
 from ..core.types import GeneratedImage, ImageRequest
 from ..errors import GatewayError, InvalidRequest, UpstreamError, scrub
 from ..media.sizes import nearest_ratio_of, parse_ratio_text, requested_shape, tier_of
+from .errmap import error
 
 # What each family takes (the image-generation and Imagen pages).
 GEMINI_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
@@ -200,22 +201,18 @@ def google_error(status: int, raw: bytes, headers: Mapping[str, str], secrets: l
     reasons = {str(d.get("reason")) for d in details if d.get("reason")}
     delay = next((str(d["retryDelay"]) for d in details if isinstance(d.get("retryDelay"), str)), None)
     retry = {"Retry-After": delay.removesuffix("s").split(".")[0]} if delay else {}
+    out: GatewayError
     if status in (401, 403) or reasons & {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED"} or state == "UNAUTHENTICATED":
-        out = GatewayError(f"Google rejected the API key: {message}", status=401, type="invalid_request_error",
-                           code="invalid_api_key")
+        out = error("auth", f"Google rejected the API key: {message}")
     elif status == 429:
-        out = GatewayError(f"Google is rate limiting or out of quota: {message}", status=429,
-                           type="rate_limit_error", code="rate_limit_exceeded",
-                           headers=retry or ({"Retry-After": headers["Retry-After"]} if "Retry-After" in headers
-                                             else {}), retryable=True)
+        out = error("rate", f"Google is rate limiting or out of quota: {message}",
+                    retry=retry or ({"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else {}))
     elif status == 404:
-        out = GatewayError(f"Google does not know this model: {message}", status=404, type="invalid_request_error",
-                           code="model_not_found")
+        out = error("not_found", f"Google does not know this model: {message}")
     elif 400 <= status < 500:
-        out = GatewayError(f"Google refused the request: {message}", status=400, type="invalid_request_error",
-                           code=state.lower() or "invalid_request")
+        out = error("invalid", f"Google refused the request: {message}", code=state.lower() or "invalid_request")
     elif status == 504:
         out = UpstreamError(f"Google did not answer in time: {message}", status=504, code="timeout", retryable=True)
     else:
-        out = UpstreamError(f"Google upstream error: {message}", code="upstream_error", retryable=True)
+        out = error("upstream", f"Google upstream error: {message}")
     return scrub(out, secrets)

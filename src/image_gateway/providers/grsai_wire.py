@@ -5,7 +5,6 @@ Kept apart from the adapter (grsai.py) so the mapping rules can be read and test
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,8 @@ import msgspec
 from ..core.types import GeneratedImage, ImageRequest, InputImage
 from ..errors import GatewayError, InvalidRequest, UpstreamError, redact
 from ..media.sizes import nearest_ratio_of, parse_ratio_text, parse_size, tier_of
+from .errmap import error
+from .references import url_or_data_url
 
 NANO_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "21:9")
 COMPLETION_RATIOS = ("1:1", "2:3", "3:2")  # sora-image / gpt-4o-image `size`
@@ -63,10 +64,7 @@ def image_size_for(req: ImageRequest, default: Any) -> str | None:
 
 def reference_url(img: InputImage) -> str:
     """GrsAi takes http(s) URLs and base64 data URLs in `urls`."""
-    if img.url:
-        return img.url
-    assert img.data is not None
-    return f"data:{img.content_type or 'image/png'};base64,{base64.b64encode(img.data).decode()}"
+    return url_or_data_url(img)
 
 
 def submit_body(req: ImageRequest, model: str, options: Any, poll_mode: bool) -> dict[str, Any]:
@@ -210,9 +208,7 @@ def envelope_error(status: int, data: Any, raw: bytes, secrets: list[str | None]
         msg = text if text and not text.startswith("<") else f"HTTP {status}"
     msg = redact(msg, secrets)
     if status == 401 or "apikey" in msg.replace(" ", "").lower():
-        return GatewayError(f"GrsAi rejected the API key: {msg}", status=401, type="invalid_request_error",
-                            code="invalid_api_key")
+        return error("auth", f"GrsAi rejected the API key: {msg}")
     if status == 429:
-        return GatewayError(f"GrsAi is rate limiting: {msg}", status=429, type="rate_limit_error",
-                            code="rate_limit_exceeded", retryable=True)
+        return error("rate", f"GrsAi is rate limiting: {msg}")
     return UpstreamError(f"GrsAi error: {msg}", code="upstream_error", retryable=status >= 500)

@@ -145,10 +145,7 @@ def error_from_openai_body(status: int, body: bytes, headers: Mapping[str, str],
     except (msgspec.DecodeError, UnicodeDecodeError):
         pass
     if not message:
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        # An HTML page (a proxy's or a CDN's) is no use to a caller; a short text body is.
-        tail = f": {snippet}" if snippet and not snippet.startswith("<") else ""
-        message = f"{provider} upstream answered HTTP {status}{tail}"
+        message = f"{provider} upstream answered HTTP {status}{body_tail(body)}"
     return scrub(GatewayError(
         str(message),
         status=status if 400 <= status < 600 else 502,
@@ -158,6 +155,13 @@ def error_from_openai_body(status: int, body: bytes, headers: Mapping[str, str],
         headers=retry_after(headers),
         retryable=status in (408, 409, 429) or status >= 500,
     ), secrets)
+
+
+def body_tail(raw: bytes) -> str:
+    """`: <the body's start>` for a short text body; "" for none, or for an HTML page (a proxy's or
+    a CDN's), which is no use to a caller."""
+    snippet = raw[:200].decode("utf-8", "replace").strip()
+    return f": {snippet}" if snippet and not snippet.startswith("<") else ""
 
 
 def connection_error(exc: BaseException, provider: str) -> GatewayError:

@@ -35,14 +35,15 @@ from ..core.types import (
     ProviderResult,
     Submitting,
 )
-from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..media.egress import STRICT
-from ..media.fetch import fetch_caller_image, fetch_image
+from ..errors import GatewayError, UpstreamError
+from ..media.convert import sniff_format
+from ..media.fetch import fetch_image
 from ..media.grid import split_grid_async
 from . import mj_wire as wire
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .http import HttpProvider
 from .limits import AccountLimiter
+from .references import caller_bytes, data_url, url_or_data_url
 
 NAME = "Midjourney proxy"
 DOWNLOAD_MAX = 50 << 20
@@ -186,18 +187,12 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
         """Edit inputs as data URLs (`base64Array`); the mask has no Midjourney equivalent and is ignored."""
         out = []
         for i, img in enumerate(req.images):
-            if img.data is not None:
-                out.append(f"data:{img.content_type};base64,{base64.b64encode(img.data).decode()}")
-            elif img.url and img.url.startswith("data:"):
-                out.append(img.url)
-            elif img.url:  # the caller's URL: under the egress policy that admitted it, not our upstream session
-                try:
-                    data = await fetch_caller_image(img.url, "images", ctx.egress or STRICT, DOWNLOAD_MAX, 60.0)
-                except UpstreamError as e:  # the caller's URL failed, not the provider: a 400, not a 502
-                    why = e.message.replace("the generated image", "it").replace("generated image", "the image")
-                    raise InvalidRequest(f"Could not download reference image {i + 1}: {why}.", param="image",
-                                         code="invalid_image_url") from None
-                out.append(f"data:image/png;base64,{base64.b64encode(data).decode()}")
+            if img.data is not None or (img.url and img.url.startswith("data:")):
+                out.append(url_or_data_url(img))
+            elif img.url:
+                data = await caller_bytes(img, ctx, "image", f"reference image {i + 1}", DOWNLOAD_MAX,
+                                          policy_param="images")  # (the body field the URL came in)
+                out.append(data_url(data, "image/png"))
         return out
 
     # -- poll -------------------------------------------------------------------------------------------
@@ -315,8 +310,8 @@ class MidjourneyProvider(HttpProvider, StreamingProvider, PollingProvider):
             parts = await split_grid_async(grid)
         except (ValueError, OSError) as e:
             raise UpstreamError(f"The Midjourney grid image could not be split ({e}).") from None
-        ctype = "image/jpeg" if grid[:3] == b"\xff\xd8\xff" else "image/webp" if grid[8:12] == b"WEBP" else \
-            "image/png"
+        fmt = sniff_format(grid)  # the parts keep a JPEG's or WebP's format, anything else is PNG (media/grid.py)
+        ctype = f"image/{fmt}" if fmt in ("jpeg", "webp") else "image/png"
         return [GeneratedImage(b64=base64.b64encode(p).decode(), revised_prompt=prompt, content_type=ctype)
                 for p in parts]
 

@@ -14,7 +14,6 @@ caller's images as `image_url` content parts (URLs as given, bytes as data URLs)
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +23,9 @@ from ..core.types import CallContext, GeneratedImage, ImageRequest, ProviderResu
 from ..errors import GatewayError, InvalidRequest, UpstreamError, scrub
 from ..media.sizes import nearest_ratio_of, png_size, requested_shape
 from .base import Capabilities, RouteSpec, SyncProvider
+from .errmap import error
 from .http import HttpProvider, fan_out, retry_after
+from .references import url_or_data_url
 
 RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 SIZES = ("1K", "2K", "4K")
@@ -56,7 +57,7 @@ class OpenRouterProvider(HttpProvider, SyncProvider):
         content: Any = req.prompt
         if req.images:
             content = [{"type": "text", "text": req.prompt}] + [
-                {"type": "image_url", "image_url": {"url": _image_url(i.data, i.url, i.content_type)}}
+                {"type": "image_url", "image_url": {"url": url_or_data_url(i)}}
                 for i in req.images]
         config: dict[str, Any] = {}
         raw = req.extra.get("aspect_ratio")
@@ -117,12 +118,6 @@ def _decode(raw: bytes) -> Any:
         return None
 
 
-def _image_url(data: bytes | None, url: str | None, content_type: str) -> str:
-    if data is not None:
-        return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
-    return url or ""
-
-
 def images_of(data: Any) -> tuple[list[GeneratedImage], dict[str, Any] | None]:
     """The data-URL images of a chat-completions answer; a content-filter stop is a policy error."""
     choices = data.get("choices") if isinstance(data, dict) else None
@@ -159,24 +154,21 @@ def openrouter_error(status: int, data: Any, raw: bytes, headers: Any, secrets: 
     message = str(err.get("message") or raw[:200].decode("utf-8", "replace").strip() or f"HTTP {status}")
     out: GatewayError
     if code == 401:
-        out = GatewayError(f"OpenRouter rejected the API key: {message}", status=401, code="invalid_api_key")
+        out = error("auth", f"OpenRouter rejected the API key: {message}")
     elif code == 402:
-        out = GatewayError(f"OpenRouter: out of credits: {message}", status=429, type="insufficient_quota",
-                           code="insufficient_quota")
+        out = error("quota", f"OpenRouter: out of credits: {message}")
     elif code == 403:  # moderation flagged the input
         meta: dict[str, Any] = err["metadata"] if isinstance(err.get("metadata"), dict) else {}
         why = ", ".join(str(r) for r in meta.get("reasons") or ())
-        out = GatewayError(f"OpenRouter's moderation flagged the prompt{f' ({why})' if why else ''}: {message}",
-                           status=400, code="content_policy_violation")
+        out = error("policy", f"OpenRouter's moderation flagged the prompt{f' ({why})' if why else ''}: {message}")
     elif code == 408:
-        out = UpstreamError(f"OpenRouter timed out: {message}", status=504, type="timeout", code="timeout")
+        out = error("timeout", f"OpenRouter timed out: {message}")
     elif code == 429:
-        out = GatewayError(f"OpenRouter is rate limiting: {message}", status=429, type="rate_limit_error",
-                           code="rate_limit_exceeded", headers=retry_after(headers), retryable=True)
+        out = error("rate", f"OpenRouter is rate limiting: {message}", retry=retry_after(headers))
     elif code == 404:
-        out = GatewayError(f"OpenRouter does not know this model: {message}", status=404, code="model_not_found")
+        out = error("not_found", f"OpenRouter does not know this model: {message}")
     elif 400 <= code < 500:
-        out = GatewayError(f"OpenRouter refused the request: {message}", status=400, code="invalid_request")
+        out = error("invalid", f"OpenRouter refused the request: {message}", code="invalid_request")
     else:
-        out = UpstreamError(f"OpenRouter upstream error ({code}): {message}", code="upstream_error", retryable=True)
+        out = error("upstream", f"OpenRouter upstream error ({code}): {message}")
     return scrub(out, secrets)

@@ -5,8 +5,9 @@
 * `check_url()`: such a URL may only carry the key to the configured upstream's own origin or to
   the provider's documented hosts (an answer naming any other host would send the key there);
 * `detail_error()`: the error bodies these upstreams send (FastAPI's `{"detail": "..."}` or
-  `{"detail": [{loc, msg, type}]}`, RFC 7807 problem+json `{title, detail, status}`) → our errors,
-  402 as 429 `insufficient_quota`, 429 as a capacity answer with its Retry-After.
+  `{"detail": [{loc, msg, type}]}`, RFC 7807 problem+json `{title, detail, status}`) → our errors
+  (providers/errmap.py's kinds): 402 as 429 `insufficient_quota`, 429 as a capacity answer with its
+  Retry-After.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import msgspec
 from yarl import URL
 
 from ..core.types import PollOutcome, Progress
-from ..errors import AuthError, GatewayError, InvalidRequest, UpstreamError, redact, scrub
+from ..errors import GatewayError, InvalidRequest, UpstreamError, redact, scrub
+from .errmap import error, summary
 from .http import Answer, HttpProvider, connection_error, retry_after
 
 _SECONDS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s\b|sec|second)", re.IGNORECASE)
@@ -109,23 +111,19 @@ def detail_error(answer: Answer, label: str, secrets: Sequence[str | None], *,
     status, data = answer.status, answer.json()
     message, param, kind = _detail_text(data)
     if not message:
-        snippet = answer.body[:200].decode("utf-8", "replace").strip()
-        message = f"HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else "")
+        message = summary(status, answer.body)
     message = redact(message, secrets)
     said = f"{label} answered HTTP {status}: {message}"
     err: GatewayError
     if status in (401, 403):
-        err = AuthError(f"{label} rejected the API key (HTTP {status}): {message}")
+        err = error("auth", f"{label} rejected the API key (HTTP {status}): {message}")
     elif status == 402:
-        err = GatewayError(f"{label} says the account is out of credit (HTTP 402): {message}", status=429,
-                           type="insufficient_quota", code="insufficient_quota")
+        err = error("quota", f"{label} says the account is out of credit (HTTP 402): {message}")
     elif status == 429:
-        err = GatewayError(f"{label} is rate limiting this account (too many requests or active tasks): {message}",
-                           status=429, type="rate_limit_error", code="rate_limit_exceeded",
-                           headers=wait_hint(answer.headers, data, message), retryable=True, capacity=True)
+        err = error("rate", f"{label} is rate limiting this account (too many requests or active tasks): {message}",
+                    retry=wait_hint(answer.headers, data, message))
     elif kind in policy_types:
-        err = InvalidRequest(f"{label} rejected the request under its content policy: {message}",
-                             code="content_policy_violation", param=param)
+        err = error("policy", f"{label} rejected the request under its content policy: {message}", param=param)
     elif status in (400, 404, 409, 413, 422):
         err = InvalidRequest(said, param=param, code="invalid_value" if status == 422 else None)
     elif status in (408, 504):

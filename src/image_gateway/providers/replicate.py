@@ -21,7 +21,6 @@ so `url` answers are re-hosted (`rehost`, default true). Options: `wait_s` (Pref
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -34,7 +33,6 @@ from ..core.types import (
     CallContext,
     GeneratedImage,
     ImageRequest,
-    InputImage,
     Pending,
     PollOutcome,
     Progress,
@@ -46,6 +44,7 @@ from ..media.sizes import nearest_ratio_of, requested_shape
 from .base import Capabilities, PollingProvider, RouteSpec, StreamingProvider
 from .http import HttpProvider, fan_out
 from .polled_http import check_url, detail_error, poll_all, send
+from .references import url_or_data_url
 
 LABEL = "Replicate"
 HOSTS = re.compile(r"api\.replicate\.com")
@@ -77,12 +76,6 @@ class RouteOptions(Options, forbid_unknown_fields=True, frozen=True, kw_only=Tru
     pass
 
 
-def _data_url(img: InputImage) -> str:
-    if img.data is not None:
-        return f"data:{img.content_type or 'image/png'};base64,{base64.b64encode(img.data).decode()}"
-    return img.url or ""
-
-
 def build_input(req: ImageRequest, model: str, o: RouteOptions) -> tuple[dict[str, Any], int, str | None]:
     """The prediction `input`, how many predictions to create, and the aspect ratio sent."""
     spec = MODELS.get(model.split(":")[0], ModelSpec())
@@ -95,7 +88,7 @@ def build_input(req: ImageRequest, model: str, o: RouteOptions) -> tuple[dict[st
     if req.images:
         if len(req.images) > 1:
             raise InvalidRequest("Replicate models take one input image here.", param="image", code="too_many_images")
-        inp[o.image_field] = _data_url(req.images[0])
+        inp[o.image_field] = url_or_data_url(req.images[0])
     fmt = req.output_format
     if fmt in ("png", "webp", "jpeg", "jpg"):
         inp["output_format"] = "jpg" if fmt == "jpeg" else fmt

@@ -1,5 +1,5 @@
 """Stability AI's Stable Image API (v2beta): Ultra, Core and Stable Diffusion 3.5; inpaint and
-search-and-replace for /v1/images/edits (docs/protocols.md, "Stability AI").
+search-and-replace for /v1/images/edits (docs/protocols.md §11, "Stability AI").
 
 Reference: Stability platform API reference, https://platform.stability.ai/docs/api-reference
 (Generate: /v2beta/stable-image/generate/{ultra,core,sd3}; Edit: /v2beta/stable-image/edit/inpaint and
@@ -35,7 +35,7 @@ from ..media.egress import STRICT
 from ..media.fetch import fetch_caller_image
 from ..media.sizes import nearest_ratio_of, requested_shape
 from .base import Capabilities, RouteSpec, SyncProvider
-from .errmap import Kind, kind_of_status, mapped
+from .errmap import Kind, kind_of_status, mapped, summary
 from .http import HttpProvider, fan_out
 
 RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
@@ -220,8 +220,7 @@ def error_of(status: int, body: Any, raw: bytes, headers: Any, secrets: list[str
     elif isinstance(body, dict) and isinstance(body.get("message"), str):
         message = body["message"]
     else:
-        snippet = raw[:200].decode("utf-8", "replace").strip()
-        message = f"HTTP {status}" + (f": {snippet}" if snippet and not snippet.startswith("<") else "")
+        message = summary(status, raw)
     kind: Kind = kind_of_status(status)
     if name == "content_moderation" or (status == 403 and "moderation" in message.lower()):
         kind = "policy"
