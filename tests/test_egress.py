@@ -48,7 +48,8 @@ INTERNAL = [
     "http://0.0.0.0/x", "http://[::]/x", "http://224.0.0.1/x", "http://240.0.0.1/x", "https://127.0.0.1:8443/x",
     "http://[::ffff:a9fe:a9fe]/x", "http://[fec0::1]/x",  # 169.254.169.254 IPv4-mapped; IPv6 site-local
 ]
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32  # bytes are relayed, never decoded, on these paths
+PNG = base64.b64decode(  # a real 1x1 PNG (an upstream that decodes it, as Stability's does, takes it)
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
 
 @pytest.fixture
@@ -301,3 +302,30 @@ def test_midjourney_reference_url_that_redirects_to_loopback_is_refused(gateway:
         assert [q.path for q in receiver.state.requests] == ["/to/img.png", "/img.png", "/to/x"]
         gw.remember(ok.text, bad.text)
         gw.assert_secret_absent(key)
+
+
+def test_stability_edit_image_url_is_fetched_under_the_allowlist_and_redirects_rechecked(
+        inprocess_gateway: Any, receiver: FakeServer) -> None:
+    """Adapters that download a caller's image themselves (Stability, OpenAI multipart edits) fetch it
+    under the policy that admitted the request: an allowlisted host works, a redirect from it to an
+    address the policy refuses is not followed."""
+    from tests.upstreams import fake_stability
+
+    if not localhost_is_only_loopback():
+        pytest.skip("localhost does not resolve to loopback here")
+    key = "sk-stab-egress-0123456789abcdef"
+    up = fake_stability.start(fake_stability.StabilityState(api_key=key))
+    try:
+        gw = inprocess_gateway({"STABILITY_API_KEY": key, "STABILITY_BASE_URL": up.url,
+                                "PRIVATE_URL_ALLOWLIST": "localhost"})
+        ok = post(gw, "/v1/images/edits", {"model": "stable-image-core", "prompt": "a hat",
+                                           "images": [{"image_url": localhost_url(receiver, "/to/img.png")}]})
+        assert ok.status_code == 200, ok.text
+        bad = post(gw, "/v1/images/edits", {"model": "stable-image-core", "prompt": "a hat", "images": [
+            {"image_url": localhost_url(receiver, f"/to/x?abs={receiver.url}/img.png")}]})
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["param"] == "image"
+        assert [q.path for q in receiver.state.requests] == ["/to/img.png", "/img.png", "/to/x"]
+        gw.assert_secret_absent(key)
+    finally:
+        up.stop()

@@ -17,15 +17,14 @@ from ..core.types import (
     CallContext,
     GeneratedImage,
     ImageRequest,
-    InputImage,
     ProviderEvent,
     ProviderResult,
     StreamEvent,
 )
 from ..errors import GatewayError, UpstreamError
-from ..media.fetch import decode_data_url
 from .base import Capabilities, RouteSpec, StreamingProvider, SyncProvider
 from .http import HttpProvider, connection_error, error_from_openai_body
+from .references import caller_bytes
 
 # Documented parameters per endpoint (docs/protocols.md §1.1-1.3); everything else stays with us.
 _COMMON = ("n", "size", "response_format", "user")
@@ -137,7 +136,7 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
             if req.mask is not None:
                 params["mask"] = {"image_url": req.mask.url}
             return url, {"data": msgspec.json.encode(params), "headers": {**auth, **_JSON}}
-        return url, {"data": await self._form(req, params), "headers": auth}
+        return url, {"data": await self._form(req, params, ctx), "headers": auth}
 
     async def generate(self, req: ImageRequest, ctx: CallContext) -> ProviderResult:
         """A request that is not streamed: one call, one answer (the engine's fast path)."""
@@ -180,29 +179,18 @@ class OpenAIProvider(HttpProvider, SyncProvider, StreamingProvider):
         except (aiohttp.ClientError, TimeoutError) as e:
             raise connection_error(e, self.name) from None
 
-    async def _form(self, req: ImageRequest, params: dict[str, Any]) -> aiohttp.FormData:
+    async def _form(self, req: ImageRequest, params: dict[str, Any], ctx: CallContext) -> aiohttp.FormData:
         form = aiohttp.FormData()
         for k, v in params.items():
             form.add_field(k, _form_value(v))
         many = len(req.images) > 1
         for img in req.images:
-            form.add_field("image[]" if many else "image", await self._bytes(img), filename=img.filename,
+            form.add_field("image[]" if many else "image", await caller_bytes(img, ctx, "image"), filename=img.filename,
                            content_type=img.content_type)
         if req.mask is not None:
-            form.add_field("mask", await self._bytes(req.mask), filename=req.mask.filename,
+            form.add_field("mask", await caller_bytes(req.mask, ctx, "mask"), filename=req.mask.filename,
                            content_type=req.mask.content_type)
         return form
-
-    async def _bytes(self, img: InputImage) -> bytes:
-        if img.data is not None:
-            return img.data
-        assert img.url is not None
-        if img.url.startswith("data:"):
-            return decode_data_url(img.url)
-        async with self.session.get(img.url) as resp:
-            if resp.status != 200:
-                raise UpstreamError(f"could not fetch the reference image (HTTP {resp.status})", status=400)
-            return await resp.read()
 
 
 def _form_value(v: Any) -> str:

@@ -31,12 +31,11 @@ import msgspec
 
 from ..core.types import CallContext, GeneratedImage, ImageRequest, InputImage, ProviderResult
 from ..errors import GatewayError, InvalidRequest, UpstreamError
-from ..media.egress import STRICT
-from ..media.fetch import fetch_caller_image
 from ..media.sizes import nearest_ratio_of, requested_shape
 from .base import Capabilities, RouteSpec, SyncProvider
 from .errmap import Kind, kind_of_status, mapped, summary
 from .http import HttpProvider, fan_out
+from .references import caller_bytes
 
 RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 FORMATS = ("png", "jpeg", "webp")
@@ -159,9 +158,9 @@ class StabilityProvider(HttpProvider, SyncProvider):
         if req.operation == "edit":
             if not req.images:
                 raise InvalidRequest("An edit needs an 'image'.", param="image", code="missing_required_parameter")
-            files.append(("image", await self._bytes(req.images[0], "image"), req.images[0]))
+            files.append(("image", await caller_bytes(req.images[0], ctx, "image", max_bytes=INPUT_MAX), req.images[0]))
             if req.mask is not None:
-                files.append(("mask", await self._bytes(req.mask, "mask"), req.mask))
+                files.append(("mask", await caller_bytes(req.mask, ctx, "mask", max_bytes=INPUT_MAX), req.mask))
         seed = whole(req.extra.get("seed"), "seed", MAX_SEED)
         seeds = [None if seed is None else (seed + i) % (MAX_SEED + 1) for i in range(req.n)]
         if seed is None and req.n > 1:  # distinct images: Stability's 0 means "random" for each call anyway
@@ -175,12 +174,6 @@ class StabilityProvider(HttpProvider, SyncProvider):
         if size:
             meta["size"] = size
         return ProviderResult(images, meta=meta)
-
-    async def _bytes(self, img: InputImage, param: str) -> bytes:
-        if img.data is not None:
-            return img.data
-        assert img.url is not None
-        return await fetch_caller_image(img.url, param, STRICT, INPUT_MAX, 60.0)
 
     async def _one(self, url: str, form: dict[str, str], files: list[tuple[str, bytes, InputImage]],
                    seed: int | None, ctx: CallContext) -> dict[str, Any]:
