@@ -109,16 +109,11 @@ class IdempotencyStore:
         any other failure is remembered like a success (`to_stored` renders it).
         """
         while True:
-            running = self.running.get(kid)
-            if running is not None:
-                if running[0] != fingerprint:
-                    raise _conflict()
-                try:
-                    return await asyncio.shield(running[1]), "attached"
-                except asyncio.CancelledError:
-                    if not running[1].cancelled():
-                        raise
-                    continue  # the first request was cancelled: this one takes over
+            how, joined = await join_running(self.running, kid, fingerprint)
+            if how == "retry":
+                continue
+            if joined is not None:
+                return joined, "attached"
             stored = await self._io(lambda: self._load(kid))
             if stored is not None:
                 if stored.fingerprint != fingerprint:
@@ -157,6 +152,25 @@ class IdempotencyStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+
+
+async def join_running(running: dict[str, tuple[str, asyncio.Future[Stored]]], kid: str,
+                       fingerprint: str) -> tuple[str, Stored | None]:
+    """("attached", the answer) of the request with this key already running in this process, once
+    it has one (a different body: 409); ("none", None) when none runs; ("retry", None) when the one
+    joined was cancelled (this request may take over). Both stores (SQLite, Redis) answer
+    same-process repeats this way."""
+    entry = running.get(kid)
+    if entry is None:
+        return "none", None
+    if entry[0] != fingerprint:
+        raise _conflict()
+    try:
+        return "attached", await asyncio.shield(entry[1])
+    except asyncio.CancelledError:
+        if not entry[1].cancelled():
+            raise
+        return "retry", None
 
 
 def _conflict() -> IdempotencyConflict:

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from ..errors import GatewayError
 from ..state.redis import guarded
-from .idempotency import Stored, _conflict
+from .idempotency import Stored, _conflict, join_running
 
 log = logging.getLogger("image_gateway.api")
 
@@ -80,16 +80,11 @@ class RedisIdempotencyStore:
         """As IdempotencyStore.run; raises StateUnavailable when Redis cannot be reached."""
         key = PREFIX + kid
         while True:
-            running = self.running.get(kid)
-            if running is not None:
-                if running[0] != fingerprint:
-                    raise _conflict()
-                try:
-                    return await asyncio.shield(running[1]), "attached"
-                except asyncio.CancelledError:
-                    if not running[1].cancelled():
-                        raise
-                    continue
+            how, joined = await join_running(self.running, kid, fingerprint)
+            if how == "retry":
+                continue
+            if joined is not None:
+                return joined, "attached"
             mine = _enc.encode(Record(fingerprint, token=os.urandom(8).hex()))
             async with guarded("requests with an Idempotency-Key"):
                 existing = await self._claim([key], [mine, int(self.lease_s * 1000)])
