@@ -86,3 +86,22 @@ def s3_server(tmp_path: Path) -> Iterator[Any]:
     server = S3Server(tmp_path / "s3").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeServer]:
+    """A webhook receiver on 127.0.0.1 that records every POST to /hook (failures: state.fail_next)."""
+    from aiohttp import web
+
+    from tests.upstreams.base import FakeState, recording_middleware
+
+    state = FakeState()
+    app = web.Application(middlewares=[recording_middleware(state)])
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_post("/hook", ok)
+    srv = FakeServer(app, state).start()
+    yield srv
+    srv.stop()

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
 from tests.mj_util import done, submit_async, wait_task
 from tests.upstreams import fake_bfl
-from tests.upstreams.base import FakeServer, FakeState, recording_middleware
+from tests.upstreams.base import FakeServer
 from tests.upstreams.fake_bfl import BflState
 from tests.waits import holds_for, wait_until
 
@@ -27,20 +26,6 @@ CONFIG = "router: {retries: 0}\nproviders:\n  bfl: {poll_interval_s: 0.05}\n"
 @pytest.fixture
 def bfl() -> Iterator[FakeServer]:
     srv = fake_bfl.start(BflState(api_key=KEY, steps=3))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def hook() -> Iterator[FakeServer]:
-    state = FakeState()
-    app = web.Application(middlewares=[recording_middleware(state)])
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app.router.add_post("/hook", ok)
-    srv = FakeServer(app, state).start()
     yield srv
     srv.stop()
 

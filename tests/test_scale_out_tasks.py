@@ -9,36 +9,18 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import redis
-from aiohttp import web
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
 from tests.mj_util import done, imagine_ids, mj_server, new_key, release, submit_async, wait_task
-from tests.upstreams.base import FakeServer, FakeState, Fault, recording_middleware
+from tests.upstreams.base import FakeServer, Fault
 from tests.waits import wait_until
 
 LEASE_S = 1.5
-
-
-@pytest.fixture
-def hook() -> Iterator[FakeServer]:
-    """A webhook receiver that records every POST."""
-    state = FakeState()
-    app = web.Application(middlewares=[recording_middleware(state)])
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app.router.add_post("/hook", ok)
-    srv = FakeServer(app, state).start()
-    yield srv
-    srv.stop()
 
 
 def fleet(gateway: GatewayFactory, n: int, srv: FakeServer, key: str, redis_url: str,

@@ -6,12 +6,9 @@ import hashlib
 import hmac
 import json
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
-from aiohttp import web
 
 from tests.conftest import GatewayFactory
 from tests.gateway import GatewayProcess
@@ -28,23 +25,8 @@ from tests.mj_util import (
     wait_task,
 )
 from tests.upstreams import fake_mj
-from tests.upstreams.base import FakeServer, FakeState, Fault, recording_middleware
+from tests.upstreams.base import FakeServer, Fault
 from tests.waits import holds_for, wait_until
-
-
-@pytest.fixture
-def hook() -> Iterator[FakeServer]:
-    """A webhook receiver that records every POST (inject failures with state.fail_next)."""
-    state = FakeState()
-    app = web.Application(middlewares=[recording_middleware(state)])
-
-    async def ok(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app.router.add_post("/hook", ok)
-    srv = FakeServer(app, state).start()
-    yield srv
-    srv.stop()
 
 
 def task_rows(gw: GatewayProcess) -> list[tuple[Any, ...]]:
