@@ -31,12 +31,13 @@ from typing import Any
 from .deadlines import Deadlines
 from .fleet import Fleet
 from .host import TaskHost
-from .inputs import InputStore
+from .inputs import InputStore, TaskInputs
 from .jobs import Job
 from .ledger import Ledger
 from .owners import SECRET_FILE, Owners
 from .poller import Poller
 from .recovery import Recovery
+from .redis_inputs import RedisInputStore
 from .running import JobRunner
 from .shared import SharedTasks
 from .store import MemoryTaskStore, TaskRecord, TaskStore
@@ -61,13 +62,17 @@ class Engine(JobRunner):
         self.deadlines = Deadlines()
         self._pollers: dict[int, Poller] = {}
         self._spawn = self.ledger.spawn
+        self.task_ttl_s = task_ttl_s
         self.fleet = fleet  # shared tasks (REDIS_URL): leases, takeover, events across processes
         self.shared = SharedTasks(self, fleet) if fleet is not None else None
 
     def configure(self, data_dir: Path, owner_secret: str | None) -> None:
-        """Where task owners' secret and queued tasks' input images live (before `start`)."""
+        """Where task owners' secret and queued tasks' input images live (before `start`): input images
+        in Redis when tasks are shared (any process may submit the task), else under DATA_DIR."""
         self.owners = Owners(data_dir / SECRET_FILE, owner_secret)
-        self.inputs = InputStore(data_dir / "task_inputs")
+        inputs: TaskInputs = RedisInputStore(self.fleet.store, self.task_ttl_s) if self.fleet is not None \
+            else InputStore(data_dir / "task_inputs")
+        self.inputs = inputs
 
     @property
     def queue_depth(self) -> int:

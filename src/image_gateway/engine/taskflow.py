@@ -21,7 +21,7 @@ from ..providers.base import PollingProvider, Provider
 from ..state.redis import StateUnavailable
 from .fleet import Fleet
 from .host import TaskHost
-from .inputs import InputStore
+from .inputs import TaskInputs
 from .jobs import Job
 from .ledger import Ledger
 from .owners import Owners
@@ -42,7 +42,7 @@ class TaskFlow:
     ledger: Ledger
     secrets: Callable[[], list[str]]
     owners: Owners
-    inputs: InputStore
+    inputs: TaskInputs
     jobs: dict[str, Job]
     fleet: Fleet | None
     shared: SharedTasks | None
@@ -56,11 +56,13 @@ class TaskFlow:
         upstream. `job.request` and `job.submit = "waiting"` let a restart submit it."""
         job.persistent = True
         if inputs:
-            await self.inputs.put(job.id, inputs)
+            await self.inputs.put(job.id, inputs, job.deadline_at)
         self.jobs[job.id] = job
         if not await self.ledger.write([job.record()]) and self.fleet is not None:
             self.jobs.pop(job.id, None)  # not stored where every process finds it: no 202
             self.fleet.store.forget(job.id)
+            if inputs:
+                self._spawn(self.inputs.drop(job.id))
             raise StateUnavailable("an async task")
 
     async def submitting(self, job: Job) -> None:
