@@ -4,6 +4,7 @@ An async edit is answered 202 before its provider has the images (it may wait fo
 slot); so they are written to `DATA_DIR/task_inputs/<task id>/<n>` (files 0600, in a 0700
 directory) before the 202, read back if the task must be submitted after a restart, and deleted
 once the upstream accepted the task or it ended. A store without a directory keeps them in memory.
+With tasks shared between processes (REDIS_URL) they are kept in Redis instead (engine/redis_inputs.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 
 class InputStore:
@@ -20,7 +22,7 @@ class InputStore:
         self.root = root
         self._memory: dict[str, list[bytes]] = {}
 
-    async def put(self, task_id: str, blobs: Sequence[bytes]) -> None:
+    async def put(self, task_id: str, blobs: Sequence[bytes], deadline_at: float | None = None) -> None:
         if self.root is None:
             self._memory[task_id] = list(blobs)
         else:
@@ -65,3 +67,18 @@ class InputStore:
     def _read(self, task_id: str, count: int) -> list[bytes]:
         assert self.root is not None
         return [(self.root / task_id / str(i)).read_bytes() for i in range(count)]
+
+
+class TaskInputs(Protocol):
+    """Where a queued task's input images are kept: this directory (InputStore) or, with tasks shared
+    between processes, Redis (engine/redis_inputs.py)."""
+
+    async def put(self, task_id: str, blobs: Sequence[bytes], deadline_at: float | None = None) -> None:
+        """Before the task's 202; kept at least until `deadline_at` (unix seconds) where they can expire."""
+        ...
+
+    async def get(self, task_id: str, count: int) -> list[bytes]: ...
+
+    async def drop(self, task_id: str) -> None: ...
+
+    async def sweep(self, keep: set[str]) -> None: ...

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import AuthError, GatewayError, UpstreamTimeout
 from .host import TaskHost
-from .inputs import InputStore
+from .inputs import TaskInputs
 from .jobs import Job
 from .ledger import Ledger
 from .store import TaskRecord, TaskStore
@@ -53,7 +53,7 @@ class Recovery:
     """The engine's collaborator for tasks that outlive a process: given the engine's store, live
     jobs, ledger and input store, how to fail a job and how to poll one (it never sees the Engine)."""
 
-    def __init__(self, store: TaskStore, jobs: dict[str, Job], ledger: Ledger, inputs: Callable[[], InputStore],
+    def __init__(self, store: TaskStore, jobs: dict[str, Job], ledger: Ledger, inputs: Callable[[], TaskInputs],
                  host: TaskHost | None, fail: Fail, watch: Callable[[Job], None]) -> None:
         self.store, self.jobs, self.ledger, self.inputs, self.host = store, jobs, ledger, inputs, host
         self.fail, self.watch = fail, watch
@@ -96,6 +96,8 @@ class Recovery:
                 job.requires_key = True
                 waiting += 1
         for job in lost:
+            if job.request is not None and job.request.get("blobs"):
+                await self.inputs().drop(job.id)  # (never to be submitted)
             await self.ledger.finished(job)  # stored, and its webhook told
         for job in queued:
             assert host is not None
