@@ -235,12 +235,15 @@ def test_auth_header_option_for_forks(gateway: GatewayFactory) -> None:
 
 
 def test_dropped_connections_poll_on_and_a_lost_submit_is_not_resent(gateway: GatewayFactory) -> None:
-    with mj_server() as (srv, state):
+    with mj_server(step_s=0.5) as (srv, state):  # (slow enough that the drops below meet polls)
         gw = start_gateway(gateway, srv, new_key(), routes="  - {name: mj-v7, retries: 2}\n")
         task = submit_async(gw, {"model": "mj-v7", "prompt": "flaky"})
         wait_task(gw, task["id"], lambda t: t["status"] != "queued")
         state.drop_next_n = 3  # three polls lost on the way
         assert wait_task(gw, task["id"], lambda t: t["status"] == "succeeded")["progress"] == 100
+        # A machine slow enough to see the task end first leaves drops over: they are not this test's
+        # second half (a lost submit), so they go.
+        state.drop_next_n = 0
         before = state.submits
         state.drop_after_accept_n = 1  # accepted upstream, answer lost: may be billed, so no resubmit
         r = httpx.post(f"{gw.base_url}/images/generations", json={"model": "mj-v7", "prompt": "lost"}, timeout=20)
