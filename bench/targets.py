@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -57,7 +58,10 @@ def gateway_target(workers: int) -> Target:
     name = f"gateway ({workers} worker{'s' if workers > 1 else ''})"
 
     def start(upstream: str, log_dir: Path) -> Server:
-        return start_gateway(name, workers, log_dir, {"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": UPSTREAM_KEY})
+        extra = {"OPENAI_BASE_URL": upstream, "OPENAI_API_KEY": UPSTREAM_KEY}
+        if os.environ.get("DEFAULT_RESPONSE_FORMAT"):  # (to measure what the answer form costs)
+            extra["DEFAULT_RESPONSE_FORMAT"] = os.environ["DEFAULT_RESPONSE_FORMAT"]
+        return start_gateway(name, workers, log_dir, extra)
 
     skip = None if GATEWAY_BIN.exists() else f"image-gateway is not installed ({GATEWAY_BIN} missing)"
     return Target(name, start=start, key=GATEWAY_KEY, skip_reason=skip,
