@@ -97,13 +97,18 @@ def build_app(state: FalState) -> web.Application:
         r = state.reqs.get(request.match_info["id"])
         return r if r is not None and r.app == f"{request.match_info['owner']}/{request.match_info['name']}" else None
 
-    async def status(request: web.Request) -> web.Response:
+    def found(request: web.Request) -> FalRequest | web.Response:
+        """The request a status/response/cancel URL names, or the answer fal gives instead (401, 404)."""
         denied = authed(request)
         if denied:
             return denied
         r = find(request)
-        if r is None:
-            return web.json_response({"detail": "Request not found"}, status=404)
+        return r if r is not None else web.json_response({"detail": "Request not found"}, status=404)
+
+    async def status(request: web.Request) -> web.Response:
+        r = found(request)
+        if isinstance(r, web.Response):
+            return r
         advance(r)
         out: dict[str, Any] = {"status": r.status, "request_id": r.id, "response_url":
                                f"{base(request)}/{r.app}/requests/{r.id}"}
@@ -119,12 +124,9 @@ def build_app(state: FalState) -> web.Application:
         return web.json_response(out, status=200 if r.status == "COMPLETED" else 202)
 
     async def response(request: web.Request) -> web.Response:
-        denied = authed(request)
-        if denied:
-            return denied
-        r = find(request)
-        if r is None:
-            return web.json_response({"detail": "Request not found"}, status=404)
+        r = found(request)
+        if isinstance(r, web.Response):
+            return r
         if r.status != "COMPLETED":
             return web.json_response({"detail": "Request is still in progress"}, status=400)
         prompt = r.body["prompt"]
@@ -139,12 +141,9 @@ def build_app(state: FalState) -> web.Application:
                                   "has_nsfw_concepts": [("nsfw" in prompt)] * n})
 
     async def cancel(request: web.Request) -> web.Response:
-        denied = authed(request)
-        if denied:
-            return denied
-        r = find(request)
-        if r is None:
-            return web.json_response({"detail": "Request not found"}, status=404)
+        r = found(request)
+        if isinstance(r, web.Response):
+            return r
         state.cancels += 1
         if r.status == "COMPLETED":
             return web.json_response({"status": "ALREADY_COMPLETED"}, status=400)
